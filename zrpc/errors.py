@@ -1,0 +1,52 @@
+"""The exceptions a zrpc user can meet. Every message says what happened and what to do."""
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "ZrpcError",
+    "RemoteError",
+    "TimeoutExpired",
+    "LostRemote",
+    "KeywordArgumentsUnsupported",
+    "ClosedError",
+]
+
+
+class ZrpcError(Exception):
+    """Base class of every error raised by zrpc itself."""
+
+
+class RemoteError(ZrpcError):
+    """The remote method raised; ``name``, ``msg`` and ``traceback`` describe the remote exception."""
+
+    def __init__(self, name: str, msg: str, traceback: Optional[str] = None) -> None:
+        super().__init__(name, msg, traceback)
+        self.name = name
+        self.msg = msg
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.msg}" if self.msg else self.name
+
+
+class TimeoutExpired(ZrpcError, TimeoutError):
+    """The call did not complete (sending included) within its timeout."""
+
+    def __init__(self, timeout: Optional[float], what: str = "") -> None:
+        self.timeout = timeout
+        where = f" {what}" if what else ""
+        super().__init__(f"timeout expired after {timeout:g}s{where}" if timeout is not None
+                         else f"timeout expired{where}")
+
+
+class LostRemote(ZrpcError, ConnectionError):
+    """The peer went silent for two heartbeat intervals (dead process, host or network)."""
+
+
+class KeywordArgumentsUnsupported(ZrpcError, TypeError):
+    """The server cannot take keyword arguments (it is a plain zerorpc server): pass them positionally."""
+
+
+class ClosedError(ZrpcError):
+    """The client or server was closed while the operation was waiting."""

@@ -1,0 +1,125 @@
+"""What a client and a server share: a transport, a channel table and one heartbeat greenlet.
+
+This module joins the sans-I/O channel table to a socket. It never decides
+what an event means for a call; the Client and Server subclasses do.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, List, Optional
+
+import gevent
+import zmq
+
+from . import protocol
+from .channel import Channel, ChannelTable
+from .transport import PeerUnreachable, Transport
+
+__all__ = ["Node", "DEFAULT_MAX_MESSAGE_SIZE"]
+
+log = logging.getLogger("zrpc")
+
+#: Largest message accepted by default (bytes). Larger ones get a clear ERR.
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+class Node:
+    """Base of Client and Server: sockets, channel table, heartbeats and clean closing."""
+
+    _socket_type: int = zmq.DEALER
+
+    def __init__(
+        self,
+        heartbeat: Optional[float],
+        context: Optional[zmq.Context],
+        max_message_size: Optional[int],
+    ) -> None:
+        if heartbeat is not None and heartbeat <= 0:
+            heartbeat = None
+        self.heartbeat = heartbeat
+        self.max_message_size = max_message_size
+        self._table = ChannelTable(heartbeat)
+        self._ids = protocol.message_ids()
+        self._transport = Transport(self._socket_type, self._on_frames, context, max_message_size)
+        self._heartbeats: Optional[gevent.Greenlet] = None
+
+    # -- endpoints -------------------------------------------------------
+    def bind(self, endpoint: str) -> str:
+        """Listen on ``endpoint`` (tcp://host:port, ipc://path); ``tcp://127.0.0.1:*`` picks a port.
+
+        Returns the endpoint actually bound. May be called several times.
+        """
+        return self._transport.bind(endpoint)
+
+    def connect(self, endpoint: str) -> str:
+        """Connect to ``endpoint``; may be called several times. Reconnects by itself."""
+        return self._transport.connect(endpoint)
+
+    @property
+    def endpoints(self) -> List[str]:
+        """Every endpoint bound or connected, in order."""
+        return list(self._transport.endpoints)
+
+    @property
+    def closed(self) -> bool:
+        return self._transport.closed
+
+    # -- life cycle --------------------------------------------------------
+    def _start_io(self) -> None:
+        self._transport.start()
+        if self._table.tick and self._heartbeats is None:
+            self._heartbeats = gevent.spawn(self._heartbeat_loop)
+
+    def _close_io(self) -> None:
+        hb, self._heartbeats = self._heartbeats, None
+        if hb is not None and hb is not gevent.getcurrent():
+            hb.kill(block=False)
+        self._transport.close()
+
+    def _heartbeat_loop(self) -> None:
+        tick = self._table.tick
+        while not self._transport.closed:
+            gevent.sleep(tick)
+            now = time.monotonic()
+            due, lost = self._table.sweep(now)
+            for channel in due:
+                channel.last_sent = now
+                self._emit_nowait(channel, protocol.HEARTBEAT, [0])
+            for channel in lost:
+                self._table.discard(channel)
+                self._on_lost(channel)
+
+    # -- sending ------------------------------------------------------------
+    def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
+        raise NotImplementedError
+
+    def _on_frames(self, frames: List[bytes]) -> None:
+        raise NotImplementedError
+
+    def _on_lost(self, channel: Channel) -> None:
+        raise NotImplementedError
+
+    def _on_unreachable(self, channel: Channel) -> None:
+        """The socket says the channel's peer is gone; by default, treat it as lost."""
+        self._table.discard(channel)
+        self._on_lost(channel)
+
+    def _payload(self, channel: Channel, name: str, args: Any) -> bytes:
+        header = protocol.reply_header(next(self._ids), channel.channel_id)
+        return protocol.encode(header, name, args)
+
+    def _emit(self, channel: Channel, name: str, args: Any) -> None:
+        """Send one event on ``channel``, waiting while the socket is full."""
+        self._transport.send(self._frames(channel, self._payload(channel, name, args)))
+        channel.last_sent = time.monotonic()
+
+    def _emit_nowait(self, channel: Channel, name: str, args: Any) -> bool:
+        """Send a control event if the socket can take it now; never blocks, never raises."""
+        try:
+            return self._transport.try_send(self._frames(channel, self._payload(channel, name, args)))
+        except PeerUnreachable:
+            gevent.get_hub().loop.run_callback(self._on_unreachable, channel)
+        except Exception as exc:  # closed socket: the channel is going away anyway
+            log.debug("could not send %s: %s", name, exc)
+        return False

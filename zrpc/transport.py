@@ -1,0 +1,223 @@
+"""One ZeroMQ socket driven by gevent: a reader greenlet and non-blocking sends.
+
+This module owns the zmq context, sockets, endpoints and socket options. It
+knows frames, never events: decoding and routing belong to the caller's
+``on_frames`` callback.
+
+Why not ``zmq.green``: it allows one waiting sender per socket and hands every
+message through its own wait logic. Here all receiving happens in one reader
+greenlet that drains the socket in a burst, and senders try a non-blocking
+send first, so a call costs no switch that the work itself does not need.
+The ZMQ_FD edge-trigger rule is respected: after every send (which may eat
+the FD's notification) the reader is re-armed by asking ``EVENTS`` again.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, List, Optional, Sequence
+
+import gevent
+import zmq
+from gevent.event import Event
+from gevent.hub import get_hub
+
+from .errors import ClosedError, TimeoutExpired
+
+__all__ = ["Transport", "PeerUnreachable"]
+
+log = logging.getLogger("zrpc.transport")
+
+_NOBLOCK = zmq.NOBLOCK
+_POLLIN = zmq.POLLIN
+_POLLOUT = zmq.POLLOUT
+_EVENTS = zmq.EVENTS
+# The reader yields to other greenlets after this many messages in a burst.
+_BURST = 256
+
+
+class PeerUnreachable(Exception):
+    """A ROUTER reply could not be routed: that peer has disconnected."""
+
+
+class Transport:
+    """A zmq ``socket_type`` socket whose incoming messages go to ``on_frames(frames)``.
+
+    ``on_frames`` runs in the reader greenlet and must not block. ``close()``
+    releases the socket at once (LINGER 0), so no process is kept alive.
+    """
+
+    def __init__(
+        self,
+        socket_type: int,
+        on_frames: Callable[[List[bytes]], None],
+        context: Optional[zmq.Context] = None,
+        max_message_size: Optional[int] = None,
+    ) -> None:
+        self._context = context or zmq.Context.instance()
+        sock = self._context.socket(socket_type)
+        sock.linger = 0
+        if socket_type == zmq.ROUTER:
+            # Learn that a peer is gone (EHOSTUNREACH) instead of dropping replies silently.
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        elif socket_type == zmq.DEALER:
+            # Queue only on live connections: a call to a dead endpoint waits
+            # (bounded by its timeout) rather than piling up stale requests.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+        if max_message_size:
+            # Hard backstop well above the soft limit, which is answered with an ERR.
+            sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
+        self._sock = sock
+        self._is_router = socket_type == zmq.ROUTER
+        self._on_frames = on_frames
+        self._readable = Event()
+        self._writable = Event()
+        self._writable.set()
+        self._closed = False
+        self._reader: Optional[gevent.Greenlet] = None
+        self._watcher = get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
+        self._watcher.start(self._poll)
+        self.endpoints: List[str] = []
+
+    # -- endpoints -------------------------------------------------------
+    def bind(self, endpoint: str) -> str:
+        """Bind; return the endpoint actually bound (``tcp://127.0.0.1:*`` picks a free port)."""
+        self._check_open()
+        self._sock.bind(endpoint)
+        bound = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoints.append(bound)
+        log.debug("bound %s", bound)
+        return bound
+
+    def connect(self, endpoint: str) -> str:
+        """Connect (zmq reconnects by itself if the peer comes and goes)."""
+        self._check_open()
+        self._sock.connect(endpoint)
+        self.endpoints.append(endpoint)
+        log.debug("connecting to %s", endpoint)
+        return endpoint
+
+    def unbind_all(self) -> None:
+        """Stop accepting new connections on bound endpoints; established ones stay."""
+        for endpoint in list(self.endpoints):
+            try:
+                self._sock.unbind(endpoint)
+            except zmq.ZMQError:
+                pass  # was a connect, or already gone
+
+    def setsockopt(self, option: int, value: object) -> None:
+        self._sock.setsockopt(option, value)
+
+    # -- life cycle --------------------------------------------------------
+    def start(self) -> None:
+        """Start the reader greenlet (idempotent)."""
+        if self._reader is None and not self._closed:
+            self._reader = gevent.spawn(self._read_loop)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release the socket now; blocked senders raise ClosedError."""
+        if self._closed:
+            return
+        self._closed = True
+        self._watcher.stop()
+        self._watcher.close()
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=False)
+        self._readable.set()
+        self._writable.set()
+        self._sock.close(linger=0)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("socket is closed")
+
+    # -- I/O ---------------------------------------------------------------
+    def _poll(self) -> None:
+        """Translate ZMQ_EVENTS into our gevent events (runs in the hub or after a send)."""
+        if self._closed:
+            return
+        try:
+            events = self._sock.getsockopt(_EVENTS)
+        except zmq.ZMQError:
+            return
+        if events & _POLLIN:
+            self._readable.set()
+        if events & _POLLOUT:
+            self._writable.set()
+
+    def _read_loop(self) -> None:
+        recv = self._sock.recv_multipart
+        readable = self._readable
+        on_frames = self._on_frames
+        burst = 0
+        while not self._closed:
+            try:
+                frames = recv(_NOBLOCK)
+            except zmq.Again:
+                burst = 0
+                readable.clear()
+                self._poll()
+                readable.wait()
+                continue
+            except zmq.ZMQError as exc:
+                if self._closed:
+                    return
+                log.error("receive failed: %s", exc)
+                gevent.sleep(0.01)
+                continue
+            try:
+                on_frames(frames)
+            except Exception:
+                log.exception("error while handling an incoming message (ignored)")
+            burst += 1
+            if burst >= _BURST:
+                burst = 0
+                gevent.sleep(0)
+
+    def try_send(self, frames: Sequence[bytes]) -> bool:
+        """Send now if the socket can take it; return False if it would block.
+
+        Raises PeerUnreachable if a ROUTER peer is gone, ClosedError if closed.
+        """
+        if self._closed:
+            raise ClosedError("socket is closed")
+        try:
+            self._sock.send_multipart(frames, _NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                raise PeerUnreachable(str(exc)) from None
+            if self._closed:
+                raise ClosedError("socket is closed") from None
+            raise
+        if not self._readable.is_set():
+            self._poll()  # the send may have consumed the FD edge the reader waits for
+        return True
+
+    def send(self, frames: Sequence[bytes], deadline: Optional[float] = None,
+             timeout: Optional[float] = None) -> None:
+        """Send, waiting while the socket is full, until ``deadline`` (time.monotonic()).
+
+        Raises TimeoutExpired(timeout) if the deadline passes before the
+        message was queued: then nothing at all was sent.
+        """
+        backoff = 0.001
+        while not self.try_send(frames):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutExpired(timeout, "while sending (no peer is taking messages)")
+            if self._is_router:
+                # ROUTER's POLLOUT means "some pipe has room", not ours: back off.
+                gevent.sleep(backoff if remaining is None else min(backoff, remaining))
+                backoff = min(backoff * 2, 0.05)
+                continue
+            self._writable.clear()
+            self._poll()
+            if not self._writable.is_set():
+                self._writable.wait(remaining)
