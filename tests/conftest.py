@@ -1,0 +1,131 @@
+"""Shared fixtures: real servers on real sockets (tcp on 127.0.0.1 and ipc), real peers in subprocesses."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Iterator, List
+
+import gevent
+import pytest
+
+import zrpc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = os.path.join(ROOT, "tests", "peers")
+
+
+@pytest.fixture(params=["tcp", "ipc"])
+def transport(request: Any) -> str:
+    """Each test using this runs once over tcp and once over ipc."""
+    return request.param
+
+
+@pytest.fixture
+def bind_endpoint(transport: str) -> Iterator[str]:
+    """An endpoint to bind: a free tcp port on 127.0.0.1, or a fresh ipc path."""
+    if transport == "tcp":
+        yield "tcp://127.0.0.1:*"
+    else:
+        with tempfile.TemporaryDirectory(prefix="zrpc-") as tmp:
+            yield f"ipc://{tmp}/sock"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., str]]:
+    """serve(methods, endpoint="tcp://127.0.0.1:*", **server_kwargs) -> bound endpoint.
+
+    Starts a zrpc.Server in this process's hub; every server is closed after the test.
+    The server object is available as serve.servers[-1].
+    """
+    servers: List[zrpc.Server] = []
+
+    def _serve(methods: Any, endpoint: str = "tcp://127.0.0.1:*", **kwargs: Any) -> str:
+        server = zrpc.Server(methods, **kwargs)
+        servers.append(server)
+        bound = server.bind(endpoint)
+        server.start()
+        return bound
+
+    _serve.servers = servers  # type: ignore[attr-defined]
+    yield _serve
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def client_factory() -> Iterator[Callable[..., zrpc.Client]]:
+    """client_factory(endpoint, **kwargs) -> zrpc.Client, closed after the test."""
+    clients: List[zrpc.Client] = []
+
+    def _make(endpoint: Any = None, **kwargs: Any) -> zrpc.Client:
+        client = zrpc.Client(endpoint, **kwargs)
+        clients.append(client)
+        return client
+
+    yield _make
+    for client in clients:
+        client.close()
+
+
+def free_tcp_endpoint() -> str:
+    """A tcp endpoint on 127.0.0.1 whose port was free a moment ago (for peers in other processes)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def spawn_peer(script: str, *args: str) -> subprocess.Popen:
+    """Run tests/peers/SCRIPT in a separate Python process; it prints READY once serving."""
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(PEERS, script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    deadline = time.monotonic() + 30
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line or line.strip() == "READY":
+            break
+    if line.strip() != "READY":
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        raise RuntimeError(f"peer {script} did not start: {line!r}{out}\n{err}")
+    return proc
+
+
+def stop_peer(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def peer() -> Iterator[Callable[..., subprocess.Popen]]:
+    """peer(script, *args) -> Popen of a separate process, killed after the test."""
+    procs: List[subprocess.Popen] = []
+
+    def _peer(script: str, *args: str) -> subprocess.Popen:
+        proc = spawn_peer(script, *args)
+        procs.append(proc)
+        return proc
+
+    yield _peer
+    for proc in procs:
+        stop_peer(proc)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.01) -> bool:
+    """Poll predicate (yielding to gevent) until true or timeout; bounded in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        gevent.sleep(step)
+    return predicate()
