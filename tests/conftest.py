@@ -1,6 +1,5 @@
 """Shared fixtures: real servers on real sockets (tcp on 127.0.0.1 and ipc), real peers in subprocesses."""
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -8,6 +7,8 @@ from typing import Any, Callable, Iterator, List
 
 import gevent
 import pytest
+# gevent's subprocess: waiting for a peer's output must not freeze in-process servers.
+from gevent import subprocess
 
 import zrpc
 

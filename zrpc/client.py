@@ -324,7 +324,9 @@ class Client(_Caller, Node):
         call.last_recv = time.monotonic()
         if name == protocol.OK:
             self._finish(call)
-            if type(args) is list and args:
+            if call.stream is not None:
+                call.stream.fail(protocol.ProtocolError("the server sent OK in the middle of a stream"))
+            elif type(args) is list and args:
                 call.future.set(args[0])
             else:
                 call.future.set_exception(protocol.ProtocolError(f"OK reply without a result: {args!r}"))
@@ -344,6 +346,8 @@ class Client(_Caller, Node):
             state = call.stream = _StreamState(self, call, self.stream_window)
             call.stop_timer()  # from now on, the timeout applies between items
             call.future.set(Stream(state))
+            # Only the caller may keep the Stream alive: dropping it must cancel the stream.
+            call.future = None  # type: ignore[assignment]
         return state
 
     def _remote_error(self, call: _Call, args: Any) -> Exception:

@@ -109,9 +109,9 @@ class Node:
         header = protocol.reply_header(next(self._ids), channel.channel_id)
         return protocol.encode(header, name, args)
 
-    def _emit(self, channel: Channel, name: str, args: Any) -> None:
-        """Send one event on ``channel``, waiting while the socket is full."""
-        self._transport.send(self._frames(channel, self._payload(channel, name, args)))
+    def _send(self, channel: Channel, payload: bytes) -> None:
+        """Send one encoded event on ``channel``, waiting while the socket is full."""
+        self._transport.send(self._frames(channel, payload))
         channel.last_sent = time.monotonic()
 
     def _emit_nowait(self, channel: Channel, name: str, args: Any) -> bool:

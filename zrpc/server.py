@@ -125,9 +125,9 @@ class Server(Node):
         callers fail fast instead of timing out. ``timeout=None`` waits for
         every call in flight.
         """
-        if not self._stopping:
-            self._stopping = True
-            self._transport.unbind_all()
+        # Endpoints stay bound until close(): unbinding would also drop the
+        # connections that calls in flight must answer on.
+        self._stopping = True
         if not self._idle.wait(timeout):
             reason = _Cancelled("server stopped", ("ServerStopped", "the server stopped before the call finished"))
             for call in list(self._table):
@@ -279,9 +279,11 @@ class Server(Node):
             self._idle.set()
 
     def _reply(self, call: _ServerCall, name: str, args: Any) -> None:
+        # Encode first: a value msgpack refuses must not use up the caller's credit.
+        payload = self._payload(call, name, args)
         self._wait_credit(call)
         call.credit -= 1
-        self._emit(call, name, args)
+        self._send(call, payload)
 
     def _reply_error(self, call: _ServerCall, exc: BaseException) -> None:
         if isinstance(exc, NameError) and str(exc) == call.method:

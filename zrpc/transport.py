@@ -97,14 +97,6 @@ class Transport:
         log.debug("connecting to %s", endpoint)
         return endpoint
 
-    def unbind_all(self) -> None:
-        """Stop accepting new connections on bound endpoints; established ones stay."""
-        for endpoint in list(self.endpoints):
-            try:
-                self._sock.unbind(endpoint)
-            except zmq.ZMQError:
-                pass  # was a connect, or already gone
-
     def setsockopt(self, option: int, value: object) -> None:
         self._sock.setsockopt(option, value)
 

@@ -1,0 +1,74 @@
+"""Channel table and flow-control rules, driven by a fake clock: no sockets."""
+import pytest
+
+from zrpc.channel import Channel, ChannelTable, StreamWindow
+
+
+def test_a_channel_younger_than_one_interval_is_never_pinged():
+    table = ChannelTable(5.0)
+    table.add(Channel("k", b"id", None, now=100.0))
+    assert table.sweep(104.9) == ([], [])
+
+
+def test_due_after_an_interval_of_our_silence_and_lost_after_two_of_theirs():
+    table = ChannelTable(5.0)
+    ch = Channel("k", b"id", None, now=0.0)
+    table.add(ch)
+    due, lost = table.sweep(5.0)
+    assert due == [ch] and lost == []
+    ch.last_sent = 5.0
+    ch.last_recv = 6.0  # the remote spoke
+    assert table.sweep(9.0) == ([], [])
+    due, lost = table.sweep(16.5)
+    assert lost == [ch] and due == []
+
+
+def test_no_heartbeat_means_no_schedule():
+    table = ChannelTable(None)
+    table.add(Channel("k", b"id", None, now=0.0))
+    assert table.tick is None
+    assert table.sweep(1e9) == ([], [])
+
+
+def test_sweep_tick_keeps_pings_within_one_and_a_half_intervals():
+    assert ChannelTable(4.0).tick == 2.0
+
+
+def test_discard_is_idempotent_and_only_removes_that_channel():
+    table = ChannelTable(1.0)
+    a = Channel("k", b"a", None, 0.0)
+    b = Channel("k", b"b", None, 0.0)
+    table.add(a)
+    table.add(b)  # same key replaces a
+    table.discard(a)
+    assert table.get("k") is b
+    table.discard(b)
+    table.discard(b)
+    assert len(table) == 0
+
+
+def test_stream_window_grants_when_half_empty_and_bounds_buffering():
+    window = StreamWindow(8)
+    window.received()  # the first item uses the implicit credit of 1
+    assert window.taken() == 8  # reader took it: the window opens fully
+    for _ in range(8):
+        window.received()
+    assert not window.overflowing
+    grants = [window.taken() for _ in range(8)]
+    # Credit is topped up once half the window is free, never beyond the window.
+    assert grants[:3] == [0, 0, 0] and grants[3] == 4
+    assert window.granted + window.buffered <= 8
+    window.received()
+    assert window.granted + window.buffered <= 8
+
+
+def test_stream_window_detects_a_sender_that_ignores_credit():
+    window = StreamWindow(4)
+    window.received()
+    window.received()
+    assert window.overflowing
+
+
+def test_stream_window_needs_room():
+    with pytest.raises(ValueError):
+        StreamWindow(1)
