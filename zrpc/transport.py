@@ -28,10 +28,14 @@ __all__ = ["Transport", "PeerUnreachable"]
 
 log = logging.getLogger("zrpc.transport")
 
-_NOBLOCK = zmq.NOBLOCK
-_POLLIN = zmq.POLLIN
-_POLLOUT = zmq.POLLOUT
-_EVENTS = zmq.EVENTS
+# Plain ints: pyzmq's enum flags cost more than the send itself on the hot path.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_EVENTS = int(zmq.EVENTS)
+# Frames at least this large are sent without a copy (pyzmq copies smaller ones anyway).
+_ZERO_COPY = 1 << 16
 # The reader yields to other greenlets after this many messages in a burst.
 _BURST = 256
 
@@ -143,18 +147,23 @@ class Transport:
             self._writable.set()
 
     def _read_loop(self) -> None:
-        recv = self._sock.recv_multipart
+        sock = self._sock
+        recv = sock.recv
+        events = sock.getsockopt
         readable = self._readable
         on_frames = self._on_frames
         burst = 0
         while not self._closed:
             try:
-                frames = recv(_NOBLOCK)
+                # Asking EVENTS is cheaper than the Again exception a failed recv raises.
+                if not events(_EVENTS) & _POLLIN:
+                    burst = 0
+                    readable.clear()
+                    self._poll()
+                    readable.wait()
+                    continue
+                frame = recv(_NOBLOCK, copy=False)
             except zmq.Again:
-                burst = 0
-                readable.clear()
-                self._poll()
-                readable.wait()
                 continue
             except zmq.ZMQError as exc:
                 if self._closed:
@@ -162,6 +171,12 @@ class Transport:
                 log.error("receive failed: %s", exc)
                 gevent.sleep(0.01)
                 continue
+            # Envelope frames as bytes (hashable); the payload as a buffer, copied once by msgpack.
+            frames: List = []
+            while frame.more:  # the rest of a multipart message is already here: never EAGAIN
+                frames.append(frame.bytes)
+                frame = recv(_NOBLOCK, copy=False)
+            frames.append(frame.buffer)
             try:
                 on_frames(frames)
             except Exception:
@@ -178,8 +193,13 @@ class Transport:
         """
         if self._closed:
             raise ClosedError("socket is closed")
+        send = self._sock.send
         try:
-            self._sock.send_multipart(frames, _NOBLOCK, copy=False)
+            # Only the first frame can block: zmq queues a multipart message whole or not at all.
+            for frame in frames[:-1]:
+                send(frame, _SNDMORE_NOBLOCK)
+            last = frames[-1]
+            send(last, _NOBLOCK, copy=len(last) < _ZERO_COPY)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
