@@ -34,3 +34,14 @@ def test_hello_server_and_client_examples():
     finally:
         server.kill()
         server.communicate(timeout=10)
+
+
+def test_stream_and_batch_example():
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "stream_and_batch.py")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:8] == [f"square {i * i}" for i in range(8)]
+    assert lines[8] == "batch [1, 2, 3] ... 1000 RemoteError"
