@@ -209,3 +209,20 @@ def test_batch_honours_with_options_timeout(serve, client_factory):
     batch.sleepy(3)
     fast, slow = batch.run()
     assert fast == 0.01 and isinstance(slow, zrpc.TimeoutExpired)
+
+
+def test_batch_against_a_real_zerorpc_server(peer):
+    from conftest import free_tcp_endpoint
+
+    endpoint = free_tcp_endpoint()
+    peer("zerorpc_batch_server.py", endpoint)
+    with zrpc.Client(endpoint, timeout=10) as client:
+        batch = client.batch()
+        for i in range(500):
+            batch.add(i, 1)
+        failed = batch.fail("slot error")
+        unsupported = batch.call("add", 1, b=2)
+        results = batch.run()
+    assert results[:500] == [i + 1 for i in range(500)]
+    assert isinstance(results[failed], zrpc.RemoteError) and results[failed].msg == "slot error"
+    assert isinstance(results[unsupported], zrpc.KeywordArgumentsUnsupported)
