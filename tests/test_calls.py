@@ -288,3 +288,52 @@ def test_client_and_server_as_context_managers(tmp_path):
             assert client.add(1, 2) == 3
         assert client.closed
     assert server.closed
+
+
+def test_streams_heartbeats_and_cancels_follow_each_call_to_its_server(client_factory):
+    closed = []
+
+    def make(n):
+        @zrpc.stream
+        def items(count):
+            try:
+                for _ in range(count):
+                    yield n
+            finally:
+                closed.append(n)
+
+        def slow(seconds):
+            gevent.sleep(seconds)
+            return n
+
+        return {"items": items, "slow": slow}
+
+    servers = [zrpc.Server(make(n), heartbeat=0.2) for n in range(3)]
+    try:
+        endpoints = [s.bind("tcp://127.0.0.1:*") for s in servers]
+        for s in servers:
+            s.start()
+        client = client_factory(endpoints, timeout=10, heartbeat=0.2, stream_window=16)
+        assert wait_until(lambda: len({client.slow(0) for _ in range(9)}) == 3)
+        # Streams far longer than the credit window: every _zpc_more must reach the right server.
+        streams = [client.items(500) for _ in range(6)]
+        sources = []
+        for stream in streams:
+            items = list(stream)
+            assert len(items) == 500 and len(set(items)) == 1
+            sources.append(items[0])
+        assert set(sources) == {0, 1, 2}
+        # Calls lasting 5 heartbeat intervals: heartbeats must go to the server running the call.
+        futures = [client.slow.call_async(1.0) for _ in range(6)]
+        gevent.joinall(futures, timeout=10, raise_error=True)
+        assert {f.get() for f in futures} == {0, 1, 2}
+        # A cancel reaches the server producing the stream.
+        closed.clear()
+        early = [client.items(10_000) for _ in range(3)]
+        owners = [next(s) for s in early]
+        for s in early:
+            s.close()
+        assert wait_until(lambda: sorted(closed) == sorted(owners), timeout=5)
+    finally:
+        for s in servers:
+            s.close()

@@ -40,7 +40,7 @@ _UNSET = object()
 
 
 class _Call(Channel):
-    __slots__ = ("method", "kwnames", "future", "timer", "timeout", "stream")
+    __slots__ = ("method", "kwnames", "future", "timer", "timeout", "stream", "link")
 
     def __init__(self, message_id: bytes, method: str, kwnames: Optional[Sequence[str]],
                  timeout: Optional[float], now: float) -> None:
@@ -51,6 +51,7 @@ class _Call(Channel):
         self.timer: Any = None
         self.timeout = timeout
         self.stream: Optional[_StreamState] = None
+        self.link: Any = None  # the socket (so the server) this call went to
 
     def stop_timer(self) -> None:
         timer, self.timer = self.timer, None
@@ -214,7 +215,9 @@ class _Options(_Caller):
 class Client(_Caller, Node):
     """Call a zrpc or zerorpc server: ``client.add(1, 2)``, ``client.call("add", 1, 2)``.
 
-    ``endpoint`` is one endpoint or a list (calls are spread over live ones).
+    ``endpoint`` is one endpoint or a list: each new call goes to the next
+    server that is up, and every later event of that call (heartbeats,
+    stream credit, cancel) follows it to the same server.
     ``timeout`` (seconds) bounds every call, sending included.
     ``heartbeat`` (seconds, None to disable) should match the server's.
     Keyword arguments go to the remote method; call options never collide
@@ -236,6 +239,7 @@ class Client(_Caller, Node):
     ) -> None:
         Node.__init__(self, heartbeat, context, max_message_size)
         self._client = self
+        self._next_link = 0
         self._timeout = timeout
         self.stream_window = stream_window
         self._hub_loop = gevent.get_hub().loop
@@ -248,6 +252,22 @@ class Client(_Caller, Node):
     @property
     def timeout(self) -> Optional[float]:
         return self._timeout
+
+    def connect(self, endpoint: str) -> str:
+        """Connect to one more server; new calls are spread over every server that is up.
+
+        Each endpoint gets its own socket, so a call's later events reach the
+        server that took it (one shared DEALER would scatter them).
+        """
+        return self._new_transport().connect(endpoint)
+
+    def bind(self, endpoint: str) -> str:
+        """Listen for a server that connects (reverse direction); returns the bound endpoint.
+
+        Use one server per bound endpoint: several servers behind one bound
+        socket would share its round robin, as with zerorpc.
+        """
+        return self._new_transport().bind(endpoint)
 
     def with_options(self, *, timeout: Any = _UNSET) -> _Caller:
         """A view of this client (same connection) whose calls use these options.
@@ -291,11 +311,12 @@ class Client(_Caller, Node):
         start = time.monotonic()
         call = _Call(message_id, method, kwnames, timeout, start)
         frames = [b"", payload]
-        if not self._transport.try_send(frames):
+        call.link = self._send_request(frames)
+        if call.link is None:
             try:
-                self._transport.send(frames, None if timeout is None else start + timeout, timeout)
+                call.link = self._send_request_slowly(frames, None if timeout is None else start + timeout)
             except TimeoutExpired:
-                call.future.set_exception(TimeoutExpired(timeout, self._calling(method)))
+                call.future.set_exception(TimeoutExpired(timeout, self._calling(method) + " (no server took it)"))
                 return call.future
             call.last_sent = call.last_recv = time.monotonic()
         self._table.add(call)
@@ -303,6 +324,33 @@ class Client(_Caller, Node):
             call.timer = self._hub_loop.timer(max(start + timeout - call.last_sent, 0.0))
             call.timer.start(self._expire, call)
         return call.future
+
+    def _send_request(self, frames: List[Any]) -> Any:
+        """Hand a request to the next link that can take it now (round robin); None if none can."""
+        links = self._transports
+        count = len(links)
+        first = self._next_link
+        for offset in range(count):
+            link = links[(first + offset) % count]
+            if link.try_send(frames):
+                self._next_link = (first + offset + 1) % count
+                return link
+        return None
+
+    def _send_request_slowly(self, frames: List[Any], deadline: Optional[float]) -> Any:
+        """Wait until some link can take the request, or raise TimeoutExpired at ``deadline``."""
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutExpired(None)
+            ready = [link.arm_writable() for link in self._transports]
+            if not any(event.is_set() for event in ready):
+                gevent.wait(ready or [Event()], timeout=remaining, count=1)
+            if self.closed:
+                raise ClosedError("the client was closed")
+            link = self._send_request(frames)
+            if link is not None:
+                return link
 
     def _calling(self, method: str) -> str:
         return f"calling {method}() on {', '.join(self.endpoints) or 'no endpoint'}"
@@ -398,6 +446,9 @@ class Client(_Caller, Node):
 
     def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
         return [b"", payload]
+
+    def _link(self, channel: Channel) -> Any:
+        return channel.link  # type: ignore[attr-defined]
 
 
 class Batch:

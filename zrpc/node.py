@@ -39,47 +39,49 @@ class Node:
             heartbeat = None
         self.heartbeat = heartbeat
         self.max_message_size = max_message_size
+        self._context = context
         self._table = ChannelTable(heartbeat)
         self._ids = protocol.message_ids()
-        self._transport = Transport(self._socket_type, self._on_frames, context, max_message_size)
+        self._transports: List[Transport] = []
         self._heartbeats: Optional[gevent.Greenlet] = None
+        self._started = False
+        self._closed = False
 
-    # -- endpoints -------------------------------------------------------
-    def bind(self, endpoint: str) -> str:
-        """Listen on ``endpoint`` (tcp://host:port, ipc://path); ``tcp://127.0.0.1:*`` picks a port.
-
-        Returns the endpoint actually bound. May be called several times.
-        """
-        return self._transport.bind(endpoint)
-
-    def connect(self, endpoint: str) -> str:
-        """Connect to ``endpoint``; may be called several times. Reconnects by itself."""
-        return self._transport.connect(endpoint)
+    def _new_transport(self) -> Transport:
+        transport = Transport(self._socket_type, self._on_frames, self._context, self.max_message_size)
+        self._transports.append(transport)
+        if self._started:
+            transport.start()
+        return transport
 
     @property
     def endpoints(self) -> List[str]:
         """Every endpoint bound or connected, in order."""
-        return list(self._transport.endpoints)
+        return [ep for transport in self._transports for ep in transport.endpoints]
 
     @property
     def closed(self) -> bool:
-        return self._transport.closed
+        return self._closed
 
     # -- life cycle --------------------------------------------------------
     def _start_io(self) -> None:
-        self._transport.start()
+        self._started = True
+        for transport in self._transports:
+            transport.start()
         if self._table.tick and self._heartbeats is None:
             self._heartbeats = gevent.spawn(self._heartbeat_loop)
 
     def _close_io(self) -> None:
+        self._closed = True
         hb, self._heartbeats = self._heartbeats, None
         if hb is not None and hb is not gevent.getcurrent():
             hb.kill(block=False)
-        self._transport.close()
+        for transport in self._transports:
+            transport.close()
 
     def _heartbeat_loop(self) -> None:
         tick = self._table.tick
-        while not self._transport.closed:
+        while not self._closed:
             gevent.sleep(tick)
             now = time.monotonic()
             due, lost = self._table.sweep(now)
@@ -92,6 +94,10 @@ class Node:
 
     # -- sending ------------------------------------------------------------
     def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
+        raise NotImplementedError
+
+    def _link(self, channel: Channel) -> Transport:
+        """The socket a channel's events travel on."""
         raise NotImplementedError
 
     def _on_frames(self, frames: List[bytes]) -> None:
@@ -111,13 +117,13 @@ class Node:
 
     def _send(self, channel: Channel, payload: bytes) -> None:
         """Send one encoded event on ``channel``, waiting while the socket is full."""
-        self._transport.send(self._frames(channel, payload))
+        self._link(channel).send(self._frames(channel, payload))
         channel.last_sent = time.monotonic()
 
     def _emit_nowait(self, channel: Channel, name: str, args: Any) -> bool:
         """Send a control event if the socket can take it now; never blocks, never raises."""
         try:
-            return self._transport.try_send(self._frames(channel, self._payload(channel, name, args)))
+            return self._link(channel).try_send(self._frames(channel, self._payload(channel, name, args)))
         except PeerUnreachable:
             gevent.get_hub().loop.run_callback(self._on_unreachable, channel)
         except Exception as exc:  # closed socket: the channel is going away anyway

@@ -23,7 +23,7 @@ from . import protocol
 from .channel import Channel
 from .errors import ClosedError
 from .node import DEFAULT_MAX_MESSAGE_SIZE, Node
-from .transport import PeerUnreachable
+from .transport import PeerUnreachable, Transport
 
 __all__ = ["Server"]
 
@@ -84,6 +84,8 @@ class Server(Node):
         if pool_size is not None and pool_size < 1:
             raise ValueError("pool_size must be at least 1 (or None for no limit)")
         super().__init__(heartbeat, context, max_message_size)
+        # One ROUTER for every endpoint: it routes each reply by the caller's identity.
+        self._transport = self._new_transport()
         self.name = name or _methods.service_name(methods)
         exclude = set(dir(Server)) if methods is self else None
         self._methods: Dict[str, Callable[..., Any]] = _methods.public_methods(methods, exclude)
@@ -106,6 +108,17 @@ class Server(Node):
         self._idle.set()
 
     # -- public life cycle ----------------------------------------------------
+    def bind(self, endpoint: str) -> str:
+        """Listen on ``endpoint`` (tcp://host:port, ipc://path); ``tcp://127.0.0.1:*`` picks a port.
+
+        Returns the endpoint actually bound. May be called several times.
+        """
+        return self._transport.bind(endpoint)
+
+    def connect(self, endpoint: str) -> str:
+        """Connect to a client that binds (reverse direction); may be called several times."""
+        return self._transport.connect(endpoint)
+
     def start(self) -> "Server":
         """Serve in the background of the current gevent hub; returns at once."""
         if self._stopping:
@@ -357,6 +370,9 @@ class Server(Node):
 
     def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
         return [*channel.envelope, payload]  # type: ignore[attr-defined]
+
+    def _link(self, channel: Channel) -> Transport:
+        return self._transport
 
     # -- introspection ------------------------------------------------------
     def _inspect(self) -> Dict[str, Any]:

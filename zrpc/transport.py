@@ -212,6 +212,12 @@ class Transport:
             self._poll()  # the send may have consumed the FD edge the reader waits for
         return True
 
+    def arm_writable(self) -> Event:
+        """An event set once the socket may take a message (already set if it can now)."""
+        self._writable.clear()
+        self._poll()
+        return self._writable
+
     def send(self, frames: Sequence[bytes], deadline: Optional[float] = None,
              timeout: Optional[float] = None) -> None:
         """Send, waiting while the socket is full, until ``deadline`` (time.monotonic()).
@@ -229,7 +235,6 @@ class Transport:
                 gevent.sleep(backoff if remaining is None else min(backoff, remaining))
                 backoff = min(backoff * 2, 0.05)
                 continue
-            self._writable.clear()
-            self._poll()
-            if not self._writable.is_set():
-                self._writable.wait(remaining)
+            writable = self.arm_writable()
+            if not writable.is_set():
+                writable.wait(remaining)
