@@ -16,11 +16,23 @@ def test_due_after_an_interval_of_our_silence_and_lost_after_two_of_theirs():
     table.add(ch)
     due, lost = table.sweep(5.0)
     assert due == [ch] and lost == []
-    ch.last_sent = 5.0
+    table.pinged(ch, 5.0)
     ch.last_recv = 6.0  # the remote spoke
     assert table.sweep(9.0) == ([], [])
     due, lost = table.sweep(16.5)
     assert lost == [ch] and due == []
+
+
+def test_silence_counts_from_our_first_ping_like_zerorpc():
+    # A passive zerorpc client says nothing until it hears our first heartbeat.
+    table = ChannelTable(5.0)
+    ch = Channel("k", b"id", None, now=0.0)
+    table.add(ch)
+    assert table.sweep(7.0) == ([ch], [])  # first ping late in the tick: 7 s of silence so far
+    table.pinged(ch, 7.0)
+    assert table.sweep(12.0) == ([ch], [])  # not lost 12 s after the request...
+    table.pinged(ch, 12.0)
+    assert table.sweep(17.5) == ([], [ch])  # ...but 2 intervals after our first ping
 
 
 def test_no_heartbeat_means_no_schedule():

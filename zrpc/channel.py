@@ -13,7 +13,9 @@ Theory of operation
   than one interval is never pinged, so short calls cost no heartbeat at all.
   Each sweep returns the channels that are due a ping (we have been quiet
   for an interval) and those whose remote has been silent for two intervals
-  (lost).
+  (lost). As in zerorpc, the remote's silence is counted from our first
+  ping, not from the request: a passive zerorpc client only starts its own
+  heartbeats once it hears ours.
 * Flow control (zerorpc's ``_zpc_more``): a sender may send one event per
   unit of credit; each side starts with one. ``StreamWindow`` is the
   receiver's half: it decides when, and how much, credit to grant.
@@ -28,7 +30,7 @@ __all__ = ["Channel", "ChannelTable", "StreamWindow"]
 class Channel:
     """State shared by both ends of a call. Subclassed by the client and server calls."""
 
-    __slots__ = ("key", "channel_id", "peer", "last_sent", "last_recv", "__weakref__")
+    __slots__ = ("key", "channel_id", "peer", "last_sent", "last_recv", "pinged", "__weakref__")
 
     def __init__(self, key: Hashable, channel_id: Any, peer: Any, now: float) -> None:
         self.key = key
@@ -36,6 +38,7 @@ class Channel:
         self.peer = peer
         self.last_sent = now
         self.last_recv = now
+        self.pinged = False
 
 
 class ChannelTable:
@@ -72,6 +75,14 @@ class ChannelTable:
         """How often ``sweep`` should run: half an interval keeps pings under 1.5 intervals apart."""
         return self.interval / 2 if self.interval else None
 
+    @staticmethod
+    def pinged(channel: Channel, now: float) -> None:
+        """Record that a heartbeat was sent on ``channel`` at ``now``."""
+        if not channel.pinged:
+            channel.pinged = True
+            channel.last_recv = max(channel.last_recv, now)
+        channel.last_sent = now
+
     def sweep(self, now: float) -> Tuple[List[Channel], List[Channel]]:
         """Return (channels due a heartbeat, channels whose remote is lost) at time ``now``.
 
@@ -86,7 +97,7 @@ class ChannelTable:
         quiet_limit = now - interval
         lost_limit = now - 2 * interval
         for channel in self.channels.values():
-            if channel.last_recv < lost_limit:
+            if channel.last_recv < lost_limit and channel.pinged:
                 lost.append(channel)
             elif channel.last_sent <= quiet_limit:
                 due.append(channel)

@@ -86,7 +86,7 @@ class Node:
             now = time.monotonic()
             due, lost = self._table.sweep(now)
             for channel in due:
-                channel.last_sent = now
+                self._table.pinged(channel, now)
                 self._emit_nowait(channel, protocol.HEARTBEAT, [0])
             for channel in lost:
                 self._table.discard(channel)
