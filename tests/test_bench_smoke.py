@@ -1,0 +1,71 @@
+"""`python -m bench --quick` runs end to end and prints a complete table (no timing is asserted)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FRAMEWORKS = ("zrpc", "zerorpc", "baseline")
+# Table rows start with these workload names (see bench.runner.rows_for).
+WORKLOAD_ROWS = ("seq", "conc", "sleep", "big", "stream", "batch", "idle")
+# Cases every framework must have produced a result for (streams: not the baseline).
+CASES = {
+    "seq": FRAMEWORKS, "seq-hb0": ("zrpc", "zerorpc"), "conc": FRAMEWORKS, "sleep-1000": FRAMEWORKS,
+    "big-1MiB": FRAMEWORKS, "stream-fast": ("zrpc", "zerorpc"), "stream-slow": ("zrpc", "zerorpc"),
+    "batch": FRAMEWORKS, "idle": FRAMEWORKS,
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--quiet", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out) as f:
+        return proc.stdout, json.load(f)
+
+
+@pytest.mark.timeout(300)
+def test_table_has_every_framework_and_ratio_column(quick_run):
+    stdout, _ = quick_run
+    header = next(line for line in stdout.splitlines() if line.startswith("| workload"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    for name in (*FRAMEWORKS, "zrpc/zerorpc", "zrpc/baseline"):
+        assert name in columns, header
+
+
+@pytest.mark.timeout(300)
+def test_table_has_a_row_per_workload(quick_run):
+    stdout, _ = quick_run
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and not line.startswith("| workload")]
+    for workload in WORKLOAD_ROWS:
+        assert any(r[2:].startswith(workload) for r in rows), f"no row for {workload}:\n{stdout}"
+
+
+@pytest.mark.timeout(300)
+def test_every_framework_measured_every_case(quick_run):
+    _, data = quick_run
+    assert not data["failures"], data["failures"]
+    measured = {(r["case"], r["framework"]) for r in data["runs"] if r["result"] is not None}
+    for case, frameworks in CASES.items():
+        for fw in frameworks:
+            assert (case, fw) in measured, f"{fw} has no result for {case}"
+    seq = next(e for e in data["table"] if e["key"] == "seq.calls_per_s")
+    for fw in FRAMEWORKS:
+        assert seq[fw] and seq[fw] > 0
+    assert seq["zrpc/zerorpc"] and seq["zrpc/baseline"]
+
+
+@pytest.mark.timeout(300)
+def test_targets_are_reported(quick_run):
+    stdout, data = quick_run
+    assert "Targets" in stdout
+    statuses = {t["status"] for t in data["targets"]}
+    assert statuses <= {"PASS", "MISS", "n/a"}
+    assert statuses & {"PASS", "MISS"}
