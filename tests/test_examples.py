@@ -36,12 +36,22 @@ def test_hello_server_and_client_examples():
         server.communicate(timeout=10)
 
 
-def test_stream_and_batch_example():
+def run_example(name):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "stream_and_batch.py")],
+        [sys.executable, os.path.join(ROOT, "examples", name)],
         capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
     )
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    return out.stdout.splitlines()
+
+
+def test_stream_example():
+    lines = run_example("stream.py")
     assert lines[:8] == [f"square {i * i}" for i in range(8)]
-    assert lines[8] == "batch [1, 2, 3] ... 1000 RemoteError"
+    # break stopped the generator before the next call; the full stream then ran to its end
+    assert lines[8] == "generator stopped"
+    assert lines[9:] == ["generator stopped", str(sum(i * i for i in range(1000)))]
+
+
+def test_batch_example():
+    assert run_example("batch.py") == ["batch [1, 2, 3] ... 1000 RemoteError"]
