@@ -520,7 +520,8 @@ def _flush_cancel(client: Any) -> None:
 
     The client's socket closes with LINGER 0, which may drop a message still
     queued; a ping answered on the same connection proves the cancel, sent
-    before it, was delivered. Bounded by one second.
+    before it, was delivered (with one endpoint; with several, the ping may
+    take another connection and this is only best effort). Bounded by one second.
     """
     try:
         client.with_options(timeout=1.0).call("_zerorpc_ping")

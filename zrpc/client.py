@@ -279,11 +279,12 @@ class Client(_Caller, Node):
         return _Options(self, self._timeout if timeout is _UNSET else timeout)
 
     def close(self) -> None:
-        """Fail calls in flight with ClosedError and release the socket at once."""
+        """Fail calls in flight with ClosedError, tell their servers to cancel them, and release the sockets at once."""
         if self.closed:
             return
         for call in list(self._table):
             self._fail(call, ClosedError("the client was closed"))
+            self._emit_nowait(call, protocol.CANCEL, [])  # the server stops the work now
         self._close_io()
 
     def __enter__(self) -> "Client":

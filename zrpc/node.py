@@ -71,13 +71,17 @@ class Node:
         if self._table.tick and self._heartbeats is None:
             self._heartbeats = gevent.spawn(self._heartbeat_loop)
 
+    #: Seconds zmq may still spend delivering replies and cancels already
+    #: queued when a node closes (in the background: close never blocks).
+    CLOSE_LINGER = 0.5
+
     def _close_io(self) -> None:
         self._closed = True
         hb, self._heartbeats = self._heartbeats, None
         if hb is not None and hb is not gevent.getcurrent():
             hb.kill(block=False)
         for transport in self._transports:
-            transport.close()
+            transport.close(self.CLOSE_LINGER)
 
     def _heartbeat_loop(self) -> None:
         tick = self._table.tick

@@ -114,8 +114,12 @@ class Transport:
     def closed(self) -> bool:
         return self._closed
 
-    def close(self) -> None:
-        """Release the socket now; blocked senders raise ClosedError."""
+    def close(self, linger: float = 0.0) -> None:
+        """Release the socket now; blocked senders raise ClosedError.
+
+        ``linger`` (seconds) lets zmq's I/O thread deliver messages already
+        queued, in the background; it never blocks this call.
+        """
         if self._closed:
             return
         self._closed = True
@@ -126,7 +130,7 @@ class Transport:
             reader.kill(block=False)
         self._readable.set()
         self._writable.set()
-        self._sock.close(linger=0)
+        self._sock.close(linger=int(linger * 1000))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -201,8 +205,10 @@ class Transport:
             last = frames[-1]
             send(last, _NOBLOCK, copy=len(last) < _ZERO_COPY)
         except zmq.Again:
+            self._poll()  # a failed send may have consumed the FD edge the reader waits for
             return False
         except zmq.ZMQError as exc:
+            self._poll()
             if exc.errno == zmq.EHOSTUNREACH:
                 raise PeerUnreachable(str(exc)) from None
             if self._closed:
