@@ -26,9 +26,14 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), in seconds (10 ms steps)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
+def cpu_seconds(pid: int, thread: Optional[int] = None) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), in seconds (10 ms steps).
+
+    With ``thread``, only that thread's (``thread=pid`` is the main thread, where
+    Python and gevent run; libzmq's I/O thread is another one).
+    """
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path, "rb") as f:
         stat = f.read()
     # The command name (field 2) may hold spaces; the fields we want follow its ")".
     fields = stat[stat.rindex(b")") + 2:].split()

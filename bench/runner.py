@@ -52,6 +52,8 @@ class Case:
     runs: Optional[int] = None  # None: --runs
     #: per-framework overrides of params and runs, e.g. zerorpc's time box at 50,000 calls
     overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: cases of one group are interleaved run by run (a ratio between them compares neighbours)
+    group: Optional[str] = None
 
     def params_for(self, framework: str) -> Dict[str, Any]:
         p = {"timeout": CALL_TIMEOUT, "heartbeat": self.heartbeat, "budget": 120, **self.params}
@@ -71,8 +73,8 @@ def plan(quick: bool, only: Sequence[str] = WORKLOAD_NAMES) -> List[Case]:
     cases: List[Case] = []
     if "seq" in only:
         p = {"duration": duration, "max_calls": 1_000_000}
-        cases.append(Case("seq", "seq", p))
-        cases.append(Case("seq-hb0", "seq", p, frameworks=("zrpc", "zerorpc"), heartbeat=None))
+        cases.append(Case("seq", "seq", p, group="seq"))
+        cases.append(Case("seq-hb0", "seq", p, frameworks=("zrpc", "zerorpc"), heartbeat=None, group="seq"))
     if "conc" in only:
         cases.append(Case("conc", "conc", {"duration": duration, "callers": 64, "max_calls": 10_000_000}))
     if "sleep" in only:
@@ -112,6 +114,7 @@ def rows_for(cases: Sequence[Case]) -> List[Row]:
             Row("seq", "p50 latency µs", "seq", "p50_us", "us"),
             Row("seq", "p99 latency µs", "seq", "p99_us", "us"),
             Row("seq", "server CPU µs/call", "seq", "server_cpu_us_per_call", "us"),
+            Row("seq", "  of which Python thread", "seq", "server_main_cpu_us_per_call", "us"),
             Row("seq", "client CPU µs/call", "seq", "client_cpu_us_per_call", "us"),
         ]
     if "seq-hb0" in ids:
@@ -125,6 +128,7 @@ def rows_for(cases: Sequence[Case]) -> List[Row]:
         rows += [
             Row("conc 64 callers", "calls/s", "conc", "calls_per_s", "rate"),
             Row("conc 64 callers", "server CPU µs/call", "conc", "server_cpu_us_per_call", "us"),
+            Row("conc 64 callers", "  of which Python thread", "conc", "server_main_cpu_us_per_call", "us"),
         ]
     for case in cases:
         if case.workload == "sleep":
@@ -271,31 +275,46 @@ def _summary(result: Dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _groups(cases: Sequence[Case]) -> List[List[Case]]:
+    """Consecutive cases with the same ``group`` together; every other case alone."""
+    groups: List[List[Case]] = []
+    for case in cases:
+        if case.group and groups and groups[-1][0].group == case.group:
+            groups[-1].append(case)
+        else:
+            groups.append([case])
+    return groups
+
+
 def run_all(cases: Sequence[Case], runs: int, runner: Runner,
             failures: Optional[List[str]] = None) -> Dict[Tuple[str, str], List[Optional[Dict[str, Any]]]]:
-    """Run every case ``runs`` times (or its own count), interleaving frameworks within each run.
+    """Run every case ``runs`` times (or its own count): run i of every framework, then run i + 1.
 
-    A run that fails leaves None in its slot and a line in ``failures``.
+    Cases of one group are interleaved the same way; odd runs go in reverse
+    order, so drift and warm-up favour no one. A run that fails
+    leaves None in its slot and a line in ``failures``.
     """
     results: Dict[Tuple[str, str], List[Optional[Dict[str, Any]]]] = {}
-    for case in cases:
-        n_runs = max(case.runs_for(fw, runs) for fw in case.frameworks)
+    for group in _groups(cases):
+        n_runs = max(c.runs_for(fw, runs) for c in group for fw in c.frameworks)
+        schedule = []
         for i in range(n_runs):
-            for fw in case.frameworks:
-                if i >= case.runs_for(fw, runs):
-                    continue
-                t0 = time.monotonic()
-                try:
-                    result: Optional[Dict[str, Any]] = runner.measure(case, fw)
-                    note = _summary(result)  # type: ignore[arg-type]
-                except Failure as exc:
-                    result, note = None, f"FAILED: {exc}"
-                    if failures is not None:
-                        failures.append(f"{case.id} {fw} run {i + 1}: {exc}")
-                results.setdefault((case.id, fw), []).append(result)
-                if runner.verbose:
-                    print(f"[{case.id} run {i + 1}/{n_runs}] {fw:<8} {time.monotonic() - t0:5.1f}s  {note}",
-                          file=sys.stderr, flush=True)
+            one_run = [(i, c, fw) for c in group for fw in c.frameworks if i < c.runs_for(fw, runs)]
+            # Alternate the order run by run, so that no framework always goes first or last.
+            schedule += one_run if i % 2 == 0 else one_run[::-1]
+        for i, case, fw in schedule:
+            t0 = time.monotonic()
+            try:
+                result: Optional[Dict[str, Any]] = runner.measure(case, fw)
+                note = _summary(result)  # type: ignore[arg-type]
+            except Failure as exc:
+                result, note = None, f"FAILED: {exc}"
+                if failures is not None:
+                    failures.append(f"{case.id} {fw} run {i + 1}: {exc}")
+            results.setdefault((case.id, fw), []).append(result)
+            if runner.verbose:
+                print(f"[{case.id} run {i + 1}/{n_runs}] {fw:<8} {time.monotonic() - t0:5.1f}s  {note}",
+                      file=sys.stderr, flush=True)
     return results
 
 
@@ -327,7 +346,7 @@ def _zrpc_revision() -> str:
     return (head or "?") + ("+dirty" if dirty else "")
 
 
-def _meta(args: argparse.Namespace, runs: int, elapsed: Optional[float] = None) -> Dict[str, Any]:
+def _meta(args: argparse.Namespace, runs: int, revision: str, elapsed: Optional[float] = None) -> Dict[str, Any]:
     meta = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
@@ -335,7 +354,7 @@ def _meta(args: argparse.Namespace, runs: int, elapsed: Optional[float] = None) 
         "kernel": platform.release(),
         "quick": args.quick,
         "runs": runs,
-        "zrpc_revision": _zrpc_revision(),
+        "zrpc_revision": revision,
         **_versions(),
     }
     if elapsed is not None:
@@ -357,6 +376,8 @@ Each cell is the median over runs; each ratio is the median of run-by-run ratios
 zrpc by the other framework whatever the metric: above 1 is better for rates, below 1 is better
 for latency, CPU and memory. n/a: not applicable (the baseline has no streams and no heartbeats)
 or not measured. Every server and client runs in its own fresh process over tcp on 127.0.0.1.
+Server CPU counts every thread of the server process; "of which Python thread" leaves out
+libzmq's I/O thread (CPU times are read from /proc in 10 ms ticks).
 * batched: zrpc's client.batch(); zerorpc and the baseline have no batch API, so their row sends
   the same calls all at once (async) and then waits for all. zerorpc at 50,000 sleeping calls is
   run once and time-boxed to 30 s; calls not done by then count as failures."""
@@ -394,6 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     raise_nofile()
     children = Children()
     failures: List[str] = []
+    revision = _zrpc_revision()  # before running: the tree may change while we measure
     t0 = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="zrpc-bench-") as log_dir:
@@ -405,7 +427,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     table = report.build_table(results, rows_for(cases))
     checked = report.check_targets(table)
-    meta = _meta(args, runs, elapsed)
+    meta = _meta(args, runs, revision, elapsed)
+    if _zrpc_revision() != revision:
+        meta["zrpc_revision"] = f"{revision} (changed to {_zrpc_revision()} during the run)"
     parts = [_format_meta(meta), report.format_table(table), NOTES, report.format_targets(checked)]
     if failures:
         parts.append("Failed runs (left out of the medians):\n\n" + "\n".join(f"- {f}" for f in failures))
