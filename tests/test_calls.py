@@ -356,3 +356,24 @@ def test_server_keeps_reading_after_replies_to_departed_callers_fail(serve):
         assert client.call("hit", -1) == -1
         client.call_async("hit", i)  # its reply will find the caller gone
         client.close()
+
+
+def test_call_greenlets_are_reused(serve, client_factory):
+    client = client_factory(serve({"me": lambda: id(gevent.getcurrent())}), timeout=10)
+    assert len({client.me() for _ in range(200)}) <= 2
+
+
+def test_cancels_never_reach_the_next_call_on_a_reused_greenlet(serve, client_factory):
+    # Calls that finish just as their caller gives up, interleaved with calls that must succeed:
+    # a cancel meant for the first kind must never land in the second on the same greenlet.
+    endpoint = serve({"work": lambda s: gevent.sleep(s) or s}, pool_size=8)
+    client = client_factory(endpoint, timeout=10)
+    racing = client.with_options(timeout=0.05)
+    futures, doomed = [], []
+    for round_ in range(20):
+        doomed += [racing.work.call_async(0.05) for _ in range(8)]
+        futures += [client.work.call_async(0.01) for _ in range(8)]
+    gevent.joinall(futures + doomed, timeout=30)
+    assert [f.get(timeout=1) for f in futures] == [0.01] * len(futures)
+    assert all(f.ready() for f in doomed)
+    assert wait_until(lambda: serve.servers[-1].calls_in_flight == 0, timeout=5)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 import gevent
 import zmq
 from gevent.event import Event
+from gevent.hub import Waiter
 
 from . import methods as _methods
 from . import protocol
@@ -30,6 +31,9 @@ __all__ = ["Server"]
 log = logging.getLogger("zrpc.server")
 
 _MAX_CREDIT = 1 << 20
+# Idle call greenlets kept for reuse: resuming one costs ~1 us, spawning ~11 us
+# (a fresh 16 KiB stack mapping each time). Bounded so a burst does not pin memory.
+_MAX_IDLE_WORKERS = 256
 
 
 class _Cancelled(gevent.GreenletExit):
@@ -101,6 +105,10 @@ class Server(Node):
         self.send_tracebacks = send_tracebacks
         self.stream_generators = stream_generators
         self._running = 0
+        self._idle_workers: List[Waiter] = []
+        self._streams: Dict[Callable[..., Any], bool] = {
+            f: _methods.is_stream(f) for f in self._methods.values()
+        }
         self._backlog: Deque[Tuple[_ServerCall, str, Any]] = deque()
         self._stopping = False
         self._stopped = Event()
@@ -155,6 +163,10 @@ class Server(Node):
             return
         self.stop(0)
         self._close_io()
+        idle, self._idle_workers = self._idle_workers, []
+        loop = gevent.get_hub().loop
+        for waiter in idle:
+            loop.run_callback(waiter.switch, None)  # let parked workers exit
 
     def __enter__(self) -> "Server":
         return self
@@ -220,7 +232,23 @@ class Server(Node):
 
     def _launch(self, call: _ServerCall, name: str, args: Any) -> None:
         self._running += 1
-        call.task = gevent.spawn(self._serve, call, name, args)
+        if self._idle_workers:
+            waiter = self._idle_workers.pop()
+            call.task = waiter.greenlet
+            gevent.get_hub().loop.run_callback(waiter.switch, (call, name, args))
+        else:
+            call.task = gevent.spawn(self._work, call, name, args)
+
+    def _work(self, call: _ServerCall, name: str, args: Any) -> None:
+        """A call greenlet: serve this call, then park and serve more while the server lives."""
+        job: Optional[Tuple[_ServerCall, str, Any]] = (call, name, args)
+        while job is not None:
+            self._serve(*job)
+            if self.closed or len(self._idle_workers) >= _MAX_IDLE_WORKERS:
+                return
+            waiter = Waiter()
+            self._idle_workers.append(waiter)
+            job = waiter.get()
 
     def _reject(self, envelope: List[bytes], message_id: Any, name: str, message: str) -> None:
         header = protocol.reply_header(next(self._ids), message_id)
@@ -260,7 +288,7 @@ class Server(Node):
                 name, func, args, kwargs = self._resolve(name, args)
                 call.method = name
                 result = func(*args, **kwargs)
-                if _methods.is_stream(func) or (
+                if self._streams.get(func) or (
                     self.stream_generators and isinstance(result, types.GeneratorType)
                 ):
                     self._stream(call, result)
@@ -278,6 +306,7 @@ class Server(Node):
             except Exception as exc:
                 self._reply_error(call, exc)
         finally:
+            call.running = False  # from here on, no cancel may reach this greenlet
             self._table.discard(call)
             self._running -= 1
             self._next()
@@ -358,9 +387,20 @@ class Server(Node):
             if reason.reply:
                 self._reject(call.envelope, call.channel_id, *reason.reply)
             gevent.get_hub().loop.run_callback(self._next)
-        elif call.running and not task.dead and task is not gevent.getcurrent():
-            task.kill(reason, block=False)
+        elif call.running and task is not gevent.getcurrent():
+            gevent.get_hub().loop.run_callback(self._interrupt, call, reason)
         # a task spawned but not yet running sees call.cancelled when it starts
+
+    @staticmethod
+    def _interrupt(call: _ServerCall, reason: _Cancelled) -> None:
+        """Raise ``reason`` in the call's greenlet, if it is still serving that call.
+
+        Greenlets are reused, so the check happens here, in the hub, at the
+        moment of delivery: a cancel can never reach the next call.
+        """
+        task = call.task
+        if call.running and task is not None and not task.dead:
+            task.throw(reason)
 
     def _on_lost(self, call: Channel) -> None:
         assert isinstance(call, _ServerCall)
