@@ -115,9 +115,9 @@ class Node:
         self._table.discard(channel)
         self._on_lost(channel)
 
-    def _payload(self, channel: Channel, name: str, args: Any) -> bytes:
-        header = protocol.reply_header(next(self._ids), channel.channel_id)
-        return protocol.encode(header, name, args)
+    def _payload(self, channel_id: Any, name: str, args: Any) -> bytes:
+        """Encode an event on channel ``channel_id`` (a fresh message id each time)."""
+        return protocol.encode(protocol.reply_header(next(self._ids), channel_id), name, args)
 
     def _send(self, channel: Channel, payload: bytes) -> None:
         """Send one encoded event on ``channel``, waiting while the socket is full."""
@@ -127,7 +127,7 @@ class Node:
     def _emit_nowait(self, channel: Channel, name: str, args: Any) -> bool:
         """Send a control event if the socket can take it now; never blocks, never raises."""
         try:
-            return self._link(channel).try_send(self._frames(channel, self._payload(channel, name, args)))
+            return self._link(channel).try_send(self._frames(channel, self._payload(channel.channel_id, name, args)))
         except PeerUnreachable:
             gevent.get_hub().loop.run_callback(self._on_unreachable, channel)
         except Exception as exc:  # closed socket: the channel is going away anyway

@@ -251,8 +251,7 @@ class Server(Node):
             job = waiter.get()
 
     def _reject(self, envelope: List[bytes], message_id: Any, name: str, message: str) -> None:
-        header = protocol.reply_header(next(self._ids), message_id)
-        payload = protocol.encode(header, protocol.ERR, protocol.error_args(name, message, ""))
+        payload = self._payload(message_id, protocol.ERR, protocol.error_args(name, message, ""))
         try:
             self._transport.try_send([*envelope, payload])
         except Exception as exc:
@@ -322,7 +321,7 @@ class Server(Node):
 
     def _reply(self, call: _ServerCall, name: str, args: Any) -> None:
         # Encode first: a value msgpack refuses must not use up the caller's credit.
-        payload = self._payload(call, name, args)
+        payload = self._payload(call.channel_id, name, args)
         self._wait_credit(call)
         call.credit -= 1
         self._send(call, payload)

@@ -101,9 +101,6 @@ class Transport:
         log.debug("connecting to %s", endpoint)
         return endpoint
 
-    def setsockopt(self, option: int, value: object) -> None:
-        self._sock.setsockopt(option, value)
-
     # -- life cycle --------------------------------------------------------
     def start(self) -> None:
         """Start the reader greenlet (idempotent)."""
