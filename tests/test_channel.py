@@ -1,7 +1,7 @@
 """Channel table and flow-control rules, driven by a fake clock: no sockets."""
 import pytest
 
-from zrpc.channel import Channel, ChannelTable, StreamWindow
+from zrpc.core.channel import Channel, ChannelTable, StreamWindow
 
 
 def test_a_channel_younger_than_one_interval_is_never_pinged():

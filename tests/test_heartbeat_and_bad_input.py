@@ -8,7 +8,7 @@ import pytest
 import zmq.green as zmq
 
 import zrpc
-from zrpc import protocol
+from zrpc.core import protocol
 
 from conftest import wait_until
 

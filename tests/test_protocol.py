@@ -2,8 +2,8 @@
 import msgpack
 import pytest
 
-from zrpc import protocol
-from zrpc.protocol import ProtocolError
+from zrpc.core import protocol
+from zrpc.core.protocol import ProtocolError
 
 
 def test_round_trip_matches_zerorpc_layout():

@@ -1,4 +1,4 @@
-"""zrpc: ZeroMQ RPC for Python on gevent, wire-compatible with zerorpc protocol v3.
+"""zrpc: ZeroMQ RPC for Python, wire-compatible with zerorpc protocol v3.
 
     server = zrpc.Server({"add": lambda a, b: a + b})
     server.bind("tcp://127.0.0.1:4242")
@@ -6,9 +6,21 @@
 
     client = zrpc.Client("tcp://127.0.0.1:4242")
     client.add(10, 20)  # -> 30
+
+The package is layered (see the README's "Design" section):
+
+* ``zrpc.core``: the protocol, channels, method tables and sessions. No I/O,
+  no event loop; imports without gevent.
+* ``zrpc.gevent``: the gevent driver (``Server``, ``Client``), re-exported
+  here and imported lazily on first use, so ``import zrpc`` and
+  ``import zrpc.core`` work where gevent is not installed.
 """
-from .client import Batch, Client, Future, Stream
-from .errors import (
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .core.errors import (
     ClosedError,
     KeywordArgumentsUnsupported,
     LostRemote,
@@ -16,9 +28,8 @@ from .errors import (
     TimeoutExpired,
     ZrpcError,
 )
-from .methods import stream
-from .protocol import ProtocolError
-from .server import Server
+from .core.methods import stream
+from .core.protocol import ProtocolError
 
 __version__ = "0.1.0"
 
@@ -38,3 +49,23 @@ __all__ = [
     "ProtocolError",
     "__version__",
 ]
+
+# A library leaves log output to the application; the CLI configures its own.
+logging.getLogger("zrpc").addHandler(logging.NullHandler())
+
+_GEVENT_NAMES = frozenset(("Server", "Client", "Future", "Stream", "Batch"))
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: load the gevent driver only when one of its classes is first used."""
+    if name in _GEVENT_NAMES:
+        from . import gevent as driver
+
+        value = getattr(driver, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zrpc' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | _GEVENT_NAMES)

@@ -22,7 +22,7 @@ import zmq
 from gevent.event import Event
 from gevent.hub import get_hub
 
-from .errors import ClosedError, TimeoutExpired
+from ..core.errors import ClosedError, TimeoutExpired
 
 __all__ = ["Transport", "PeerUnreachable"]
 

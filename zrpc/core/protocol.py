@@ -27,6 +27,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import msgpack
 
+from .errors import ZrpcError
+
 __all__ = [
     "VERSION",
     "OK",
@@ -78,7 +80,7 @@ _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 _pack = _packer.pack
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ZrpcError, ValueError):
     """A frame that is not a valid zerorpc v3 event.
 
     ``header`` is set when a valid header could still be read, so the

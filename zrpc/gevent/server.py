@@ -19,10 +19,10 @@ import zmq
 from gevent.event import Event
 from gevent.hub import Waiter
 
-from . import methods as _methods
-from . import protocol
-from .channel import Channel
-from .errors import ClosedError
+from ..core import methods as _methods
+from ..core import protocol
+from ..core.channel import Channel
+from ..core.errors import ClosedError
 from .node import DEFAULT_MAX_MESSAGE_SIZE, Node
 from .transport import PeerUnreachable, Transport
 

@@ -282,7 +282,7 @@ def _trace_events() -> None:
     zrpc has no public event hook yet, so this wraps ``zrpc.protocol.encode``
     and ``decode``, which client and server look up at call time. Debug only.
     """
-    from . import protocol
+    from ..core import protocol
 
     encode, decode = getattr(protocol, "encode", None), getattr(protocol, "decode", None)
     if encode is None or decode is None or getattr(encode, "_zrpc_cli_traced", False):
@@ -325,7 +325,7 @@ def _short_id(value: Any) -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return f"zrpc {__version__}"
 
@@ -764,7 +764,7 @@ def _serve(argv: List[str]) -> int:
     obj = _load(args.target, args.traceback or args.debug)
 
     import zrpc
-    from .methods import public_methods
+    from ..core.methods import public_methods
 
     if not public_methods(obj):
         print(f"zrpc: warning: {args.target} has no public callables to serve", file=sys.stderr)

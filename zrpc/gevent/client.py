@@ -16,9 +16,9 @@ import gevent
 import zmq
 from gevent.event import AsyncResult, Event
 
-from . import protocol
-from .channel import Channel, StreamWindow
-from .errors import (
+from ..core import protocol
+from ..core.channel import Channel, StreamWindow
+from ..core.errors import (
     ClosedError,
     KeywordArgumentsUnsupported,
     LostRemote,

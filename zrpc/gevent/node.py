@@ -12,8 +12,8 @@ from typing import Any, List, Optional
 import gevent
 import zmq
 
-from . import protocol
-from .channel import Channel, ChannelTable
+from ..core import protocol
+from ..core.channel import Channel, ChannelTable
 from .transport import PeerUnreachable, Transport
 
 __all__ = ["Node", "DEFAULT_MAX_MESSAGE_SIZE"]
