@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import gevent
 import zmq
@@ -25,7 +25,7 @@ from ..core.errors import (
     RemoteError,
     TimeoutExpired,
 )
-from .node import DEFAULT_MAX_MESSAGE_SIZE, Node
+from .node import DEFAULT_MAX_MESSAGE_SIZE, Node, Tracer
 
 __all__ = ["Client", "Future", "Stream", "Batch"]
 
@@ -223,6 +223,7 @@ class Client(_Caller, Node):
     Keyword arguments go to the remote method; call options never collide
     with them because they are set with :meth:`with_options`.
     One client is safely shared by any number of greenlets of one thread.
+    ``socket_options`` and ``trace`` are as for :class:`Server`.
     """
 
     _socket_type = zmq.DEALER
@@ -236,8 +237,10 @@ class Client(_Caller, Node):
         stream_window: int = 256,
         max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
         context: Optional[zmq.Context] = None,
+        socket_options: Optional[Mapping[int, Any]] = None,
+        trace: Optional[Tracer] = None,
     ) -> None:
-        Node.__init__(self, heartbeat, context, max_message_size)
+        Node.__init__(self, heartbeat, context, max_message_size, socket_options, trace)
         self._client = self
         self._next_link = 0
         self._timeout = timeout
@@ -306,9 +309,12 @@ class Client(_Caller, Node):
         else:
             name, wire_args, kwnames = method, args, None
         try:
-            payload = protocol.encode(protocol.new_header(message_id), name, wire_args)
+            header = protocol.new_header(message_id)
+            payload = protocol.encode(header, name, wire_args)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"cannot send the arguments of {method}(): {exc}") from None
+        if self._trace is not None:
+            self._trace("send", header, name, wire_args)
         start = time.monotonic()
         call = _Call(message_id, method, kwnames, timeout, start)
         frames = [b"", payload]
@@ -366,6 +372,8 @@ class Client(_Caller, Node):
             if call is not None:
                 self._fail(call, exc)
             return
+        if self._trace is not None:
+            self._trace("recv", header, name, args)
         call = self._table.get(header.get("response_to"))
         if call is None:
             log.debug("event %s for no call in flight (late reply or heartbeat; ignored)", name)

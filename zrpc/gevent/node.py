@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import gevent
 import zmq
@@ -16,9 +16,12 @@ from ..core import protocol
 from ..core.channel import Channel, ChannelTable
 from .transport import PeerUnreachable, Transport
 
-__all__ = ["Node", "DEFAULT_MAX_MESSAGE_SIZE"]
+__all__ = ["Node", "DEFAULT_MAX_MESSAGE_SIZE", "Tracer"]
 
 log = logging.getLogger("zrpc")
+
+#: ``trace(direction, header, name, args)``: sees every event, ``direction`` "send" or "recv".
+Tracer = Callable[[str, Any, str, Any], None]
 
 #: Largest message accepted by default (bytes). Larger ones get a clear ERR.
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
@@ -34,12 +37,18 @@ class Node:
         heartbeat: Optional[float],
         context: Optional[zmq.Context],
         max_message_size: Optional[int],
+        socket_options: Optional[Mapping[int, Any]] = None,
+        trace: Optional[Tracer] = None,
     ) -> None:
         if heartbeat is not None and heartbeat <= 0:
             heartbeat = None
         self.heartbeat = heartbeat
         self.max_message_size = max_message_size
         self._context = context
+        self._socket_options = dict(socket_options or {})
+        #: Called with every new socket before it binds or connects (security hooks in here).
+        self._socket_setups: List[Callable[[zmq.Socket], None]] = []
+        self._trace = trace
         self._table = ChannelTable(heartbeat)
         self._ids = protocol.message_ids()
         self._transports: List[Transport] = []
@@ -48,11 +57,18 @@ class Node:
         self._closed = False
 
     def _new_transport(self) -> Transport:
-        transport = Transport(self._socket_type, self._on_frames, self._context, self.max_message_size)
+        transport = Transport(self._socket_type, self._on_frames, self._context, self.max_message_size,
+                              self._setup_socket)
         self._transports.append(transport)
         if self._started:
             transport.start()
         return transport
+
+    def _setup_socket(self, sock: zmq.Socket) -> None:
+        for option, value in self._socket_options.items():
+            sock.setsockopt(option, value)
+        for setup in self._socket_setups:
+            setup(sock)
 
     @property
     def endpoints(self) -> List[str]:
@@ -117,7 +133,11 @@ class Node:
 
     def _payload(self, channel_id: Any, name: str, args: Any) -> bytes:
         """Encode an event on channel ``channel_id`` (a fresh message id each time)."""
-        return protocol.encode(protocol.reply_header(next(self._ids), channel_id), name, args)
+        header = protocol.reply_header(next(self._ids), channel_id)
+        payload = protocol.encode(header, name, args)
+        if self._trace is not None:
+            self._trace("send", header, name, args)
+        return payload
 
     def _send(self, channel: Channel, payload: bytes) -> None:
         """Send one encoded event on ``channel``, waiting while the socket is full."""

@@ -12,7 +12,7 @@ import time
 import traceback
 import types
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import gevent
 import zmq
@@ -23,7 +23,7 @@ from ..core import methods as _methods
 from ..core import protocol
 from ..core.channel import Channel
 from ..core.errors import ClosedError
-from .node import DEFAULT_MAX_MESSAGE_SIZE, Node
+from .node import DEFAULT_MAX_MESSAGE_SIZE, Node, Tracer
 from .transport import PeerUnreachable, Transport
 
 __all__ = ["Server"]
@@ -66,7 +66,9 @@ class Server(Node):
     ``pool_size`` bounds how many calls run at once; extra calls wait in
     line. ``send_tracebacks=False`` keeps server tracebacks private.
     ``stream_generators=True`` streams any generator a method returns, not
-    only methods marked ``@zrpc.stream``.
+    only methods marked ``@zrpc.stream``. ``socket_options`` ({zmq option:
+    value}) are set on the socket before any bind or connect; ``trace(direction,
+    header, name, args)`` is called for every event sent and received.
     """
 
     _socket_type = zmq.ROUTER
@@ -82,12 +84,14 @@ class Server(Node):
         stream_generators: bool = False,
         max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
         context: Optional[zmq.Context] = None,
+        socket_options: Optional[Mapping[int, Any]] = None,
+        trace: Optional[Tracer] = None,
     ) -> None:
         if methods is None:
             methods = self  # subclass style: class MyService(zrpc.Server)
         if pool_size is not None and pool_size < 1:
             raise ValueError("pool_size must be at least 1 (or None for no limit)")
-        super().__init__(heartbeat, context, max_message_size)
+        super().__init__(heartbeat, context, max_message_size, socket_options, trace)
         # One ROUTER for every endpoint: it routes each reply by the caller's identity.
         self._transport = self._new_transport()
         self.name = name or _methods.service_name(methods)
@@ -194,6 +198,8 @@ class Server(Node):
             if header is not None and header.get("response_to") is None:
                 self._reject(envelope, header["message_id"], "ProtocolError", str(exc))
             return
+        if self._trace is not None:
+            self._trace("recv", header, name, args)
         response_to = header.get("response_to")
         if response_to is not None:
             call = self._table.get((peer, response_to))

@@ -57,6 +57,7 @@ class Transport:
         on_frames: Callable[[List[bytes]], None],
         context: Optional[zmq.Context] = None,
         max_message_size: Optional[int] = None,
+        setup: Optional[Callable[[zmq.Socket], None]] = None,
     ) -> None:
         self._context = context or zmq.Context.instance()
         sock = self._context.socket(socket_type)
@@ -71,6 +72,9 @@ class Transport:
         if max_message_size:
             # Hard backstop well above the soft limit, which is answered with an ERR.
             sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
+        if setup is not None:
+            # The owner's options (CURVE keys, buffers...) must be set before any bind or connect.
+            setup(sock)
         self._sock = sock
         self._is_router = socket_type == zmq.ROUTER
         self._on_frames = on_frames
