@@ -248,7 +248,7 @@ def test_stop_lets_calls_in_flight_finish_and_rejects_new_ones(client_factory):
         slow = client.sleep.call_async(0.5)
         assert wait_until(lambda: server.calls_in_flight == 1)
         stopper = gevent.spawn(server.stop, 5)
-        assert wait_until(lambda: server._stopping)
+        assert wait_until(lambda: server.stopping)
         with pytest.raises(zrpc.RemoteError) as info:
             client.add(1, 2)
         assert info.value.name == "ServerStopping"

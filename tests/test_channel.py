@@ -59,19 +59,37 @@ def test_discard_is_idempotent_and_only_removes_that_channel():
     assert len(table) == 0
 
 
+def _take(window: StreamWindow) -> int:
+    """The reader takes an item and the due credit is sent at once."""
+    grant = window.taken()
+    window.sent(grant)
+    return grant
+
+
 def test_stream_window_grants_when_half_empty_and_bounds_buffering():
     window = StreamWindow(8)
     window.received()  # the first item uses the implicit credit of 1
-    assert window.taken() == 8  # reader took it: the window opens fully
+    assert _take(window) == 8  # reader took it: the window opens fully
     for _ in range(8):
         window.received()
     assert not window.overflowing
-    grants = [window.taken() for _ in range(8)]
+    grants = [_take(window) for _ in range(8)]
     # Credit is topped up once half the window is free, never beyond the window.
     assert grants[:3] == [0, 0, 0] and grants[3] == 4
     assert window.granted + window.buffered <= 8
     window.received()
     assert window.granted + window.buffered <= 8
+
+
+def test_stream_window_credit_that_was_not_sent_stays_due():
+    window = StreamWindow(8)
+    window.received()
+    assert window.taken() == 8  # due, but the socket could not take the _zpc_more
+    assert window.due() == 8  # still due: nothing was counted
+    window.sent(3)  # a smaller grant went out later
+    assert window.due() == 5 and window.granted == 3
+    window.sent(5)
+    assert window.due() == 0 and window.granted == 8
 
 
 def test_stream_window_detects_a_sender_that_ignores_credit():

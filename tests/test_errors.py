@@ -84,7 +84,7 @@ def test_dead_endpoint_times_out_in_about_timeout_every_time():
         total = time.monotonic() - started
     assert slowest < timeout + 0.5, f"one call took {slowest:.3f}s for a {timeout}s timeout"
     assert total < 2000 * timeout + 20
-    assert len(client._table) == 0  # nothing left behind
+    assert len(client._session.table) == 0  # nothing left behind
 
 
 def test_dead_endpoint_async_calls_time_out_too():

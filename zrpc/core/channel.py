@@ -129,19 +129,26 @@ class StreamWindow:
         self.buffered += 1
 
     def taken(self) -> int:
-        """The reader took an item; return the credit to grant now (0 for none)."""
+        """The reader took an item; return the credit due now (0 for none), not yet counted as granted."""
         self.buffered -= 1
-        return self._top_up()
+        return self.due()
+
+    def due(self) -> int:
+        """Credit to grant now: tops the window up once half of it is free, else 0.
+
+        Credit counts as granted only once :meth:`sent` says it went out, so
+        a grant that could not be sent is due again, never lost.
+        """
+        outstanding = self.granted + self.buffered
+        if outstanding * 2 > self.size:
+            return 0
+        return self.size - outstanding
+
+    def sent(self, amount: int) -> None:
+        """``amount`` of credit reached the socket: the sender may now use it."""
+        self.granted += amount
 
     @property
     def overflowing(self) -> bool:
         """True if the sender sent more than it was granted."""
         return self.granted < 0
-
-    def _top_up(self) -> int:
-        outstanding = self.granted + self.buffered
-        if outstanding * 2 > self.size:
-            return 0
-        grant = self.size - outstanding
-        self.granted += grant
-        return grant

@@ -7,9 +7,20 @@ method is described to the remote (zerorpc's ``_zerorpc_inspect`` /
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
-__all__ = ["stream", "is_stream", "public_methods", "service_name", "describe", "argspec", "doc"]
+from . import protocol
+
+__all__ = [
+    "MethodTable",
+    "stream",
+    "is_stream",
+    "public_methods",
+    "service_name",
+    "describe",
+    "argspec",
+    "doc",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -136,3 +147,57 @@ def describe(func: Callable[..., Any]) -> Dict[str, Any]:
         "signature": str(sig) if sig is not None else "(...)",
         "stream": is_stream(func),
     }
+
+
+class MethodTable:
+    """The callables a server answers: the user's public methods plus zerorpc's built-ins.
+
+    ``resolve`` turns a request's name and args (a plain call or a
+    ``_zrpc_kwcall``) into the function and its arguments, so every driver
+    dispatches the same way.
+    """
+
+    __slots__ = ("name", "public", "builtins", "_streams")
+
+    def __init__(self, methods: Any, name: Optional[str] = None, exclude: Optional[set] = None) -> None:
+        self.name = name or service_name(methods)
+        self.public: Dict[str, Callable[..., Any]] = public_methods(methods, exclude)
+        self.builtins: Dict[str, Callable[..., Any]] = {
+            "_zerorpc_ping": lambda: ["pong", self.name],
+            "_zerorpc_list": lambda: list(self.public),
+            "_zerorpc_name": lambda: self.name,
+            "_zerorpc_help": lambda method: doc(self.lookup(method)),
+            "_zerorpc_args": lambda method: argspec(self.lookup(method)),
+            "_zerorpc_inspect": self.inspect,
+        }
+        self._streams: Dict[Callable[..., Any], bool] = {f: is_stream(f) for f in self.public.values()}
+
+    def lookup(self, method: str) -> Callable[..., Any]:
+        """The public method ``method``; raises NameError(method) if there is none."""
+        func = self.public.get(method)
+        if func is None:
+            raise NameError(method)
+        return func
+
+    def resolve(self, name: str, args: Any) -> Tuple[str, Callable[..., Any], list, dict]:
+        """(method name, function, args, kwargs) of a request; NameError or TypeError if it cannot be called."""
+        kwargs: dict = {}
+        if name == protocol.KWCALL:
+            if not (isinstance(args, list) and len(args) == 3 and isinstance(args[0], str)
+                    and isinstance(args[1], list) and isinstance(args[2], dict)):
+                raise TypeError("a keyword call needs args [method, [positional...], {keyword: value}]")
+            name, args, kwargs = args
+        if not isinstance(args, list):
+            raise TypeError(f"the arguments of {name}() must be an array, got {type(args).__name__}")
+        func = self.public.get(name) or self.builtins.get(name)
+        if func is None:
+            raise NameError(name)
+        return name, func, args, kwargs
+
+    def streams(self, func: Callable[..., Any]) -> bool:
+        """True if ``func`` is a public method marked as a stream."""
+        return self._streams.get(func, False)
+
+    def inspect(self) -> Dict[str, Any]:
+        """The ``_zerorpc_inspect`` reply: the service name and every method's description."""
+        return {"name": self.name, "methods": {m: describe(f) for m, f in self.public.items()}}

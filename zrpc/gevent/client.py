@@ -1,31 +1,27 @@
-"""The zrpc client: a DEALER socket multiplexing every call of every greenlet.
+"""The gevent client: a DEALER socket per server, multiplexing every call of every greenlet.
 
-The client owns calls in flight: each is a channel with a future, one timer
-for its timeout (none for heartbeats: one greenlet pings all open calls), and,
-for streams, a bounded buffer that grants credit as the reader consumes.
-Replies are routed by ``response_to`` from the single reader greenlet.
+Requests are built and replies routed by
+:class:`zrpc.core.client_session.ClientSession`; this module owns what a
+caller waits on: a future per call, one hub timer for its timeout (none
+for heartbeats: one greenlet pings all open calls), and, for streams, a
+bounded buffer that grants credit as the reader consumes.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
 import gevent
 import zmq
 from gevent.event import AsyncResult, Event
 
-from ..core import protocol
-from ..core.channel import Channel, StreamWindow
-from ..core.errors import (
-    ClosedError,
-    KeywordArgumentsUnsupported,
-    LostRemote,
-    RemoteError,
-    TimeoutExpired,
-)
-from .node import DEFAULT_MAX_MESSAGE_SIZE, Node, Tracer
+from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
+from ..core.errors import ClosedError, TimeoutExpired
+from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
+from .node import Node
+from .transport import Transport
 
 __all__ = ["Client", "Future", "Stream", "Batch"]
 
@@ -39,49 +35,25 @@ _END = object()
 _UNSET = object()
 
 
-class _Call(Channel):
-    __slots__ = ("method", "kwnames", "future", "timer", "timeout", "stream", "link")
-
-    def __init__(self, message_id: bytes, method: str, kwnames: Optional[Sequence[str]],
-                 timeout: Optional[float], now: float) -> None:
-        super().__init__(message_id, message_id, None, now)
-        self.method = method
-        self.kwnames = kwnames
-        self.future: AsyncResult = AsyncResult()
-        self.timer: Any = None
-        self.timeout = timeout
-        self.stream: Optional[_StreamState] = None
-        self.link: Any = None  # the socket (so the server) this call went to
-
-    def stop_timer(self) -> None:
-        timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.close()
-
-
 class _StreamState:
-    """A stream's buffer and credit, reached by the reader through its call.
+    """A stream's buffer, reached by the reader through its call.
 
     Kept apart from the user's :class:`Stream` handle so that dropping the
     handle (``break``) lets it be collected and cancel the server's generator.
     """
 
-    __slots__ = ("client", "call", "items", "ready", "window", "done")
+    __slots__ = ("client", "call", "items", "ready", "done")
 
-    def __init__(self, client: "Client", call: _Call, window: int) -> None:
+    def __init__(self, client: "Client", call: ClientCall) -> None:
         self.client = client
         self.call = call
         self.items: Deque[Any] = deque()
         self.ready = Event()
-        self.window = StreamWindow(window)
         self.done = False
 
     def push(self, item: Any) -> None:
         self.items.append(item)
         self.ready.set()
-        self.window.received()
-        if self.window.overflowing:
-            self.fail(protocol.ProtocolError("the server sent more stream items than it was granted"))
 
     def fail(self, exc: BaseException) -> None:
         self.items.append(_Failure(exc))
@@ -99,15 +71,12 @@ class _StreamState:
         item = self.items.popleft()
         if item is _END:
             self.done = True
-            self.client._table.discard(call)
             raise StopIteration
         if isinstance(item, _Failure):
             self.done = True
-            self.client._table.discard(call)
             raise item.exc
-        grant = self.window.taken()
-        if grant:
-            self.client._grant(call, grant)
+        call.window.taken()
+        self.client._grant(call)
         return item
 
     def close(self) -> None:
@@ -240,11 +209,12 @@ class Client(_Caller, Node):
         socket_options: Optional[Mapping[int, Any]] = None,
         trace: Optional[Tracer] = None,
     ) -> None:
-        Node.__init__(self, heartbeat, context, max_message_size, socket_options, trace)
+        session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
+                                max_message_size=max_message_size, trace=trace)
+        Node.__init__(self, session, context, socket_options)
+        self._session: ClientSession = session
         self._client = self
-        self._next_link = 0
         self._timeout = timeout
-        self.stream_window = stream_window
         self._hub_loop = gevent.get_hub().loop
         if isinstance(endpoint, str):
             endpoint = [endpoint]
@@ -256,13 +226,19 @@ class Client(_Caller, Node):
     def timeout(self) -> Optional[float]:
         return self._timeout
 
+    @property
+    def stream_window(self) -> int:
+        return self._session.stream_window
+
     def connect(self, endpoint: str) -> str:
         """Connect to one more server; new calls are spread over every server that is up.
 
         Each endpoint gets its own socket, so a call's later events reach the
         server that took it (one shared DEALER would scatter them).
         """
-        return self._new_transport().connect(endpoint)
+        connected = self._new_transport().connect(endpoint)
+        self._session.endpoints.append(connected)
+        return connected
 
     def bind(self, endpoint: str) -> str:
         """Listen for a server that connects (reverse direction); returns the bound endpoint.
@@ -270,7 +246,9 @@ class Client(_Caller, Node):
         Use one server per bound endpoint: several servers behind one bound
         socket would share its round robin, as with zerorpc.
         """
-        return self._new_transport().bind(endpoint)
+        bound = self._new_transport().bind(endpoint)
+        self._session.endpoints.append(bound)
+        return bound
 
     def with_options(self, *, timeout: Any = _UNSET) -> _Caller:
         """A view of this client (same connection) whose calls use these options.
@@ -282,12 +260,18 @@ class Client(_Caller, Node):
         return _Options(self, self._timeout if timeout is _UNSET else timeout)
 
     def close(self) -> None:
-        """Fail calls in flight with ClosedError, tell their servers to cancel them, and release the sockets at once."""
+        """Fail calls in flight with ClosedError, tell their servers to cancel them, and release the sockets.
+
+        Cancels already queued are flushed for at most ``CLOSE_LINGER`` seconds.
+        """
         if self.closed:
             return
-        for call in list(self._table):
+        session = self._session
+        for call in session.open_calls():
+            cancel = session.abandon(call)
             self._fail(call, ClosedError("the client was closed"))
-            self._emit_nowait(call, protocol.CANCEL, [])  # the server stops the work now
+            if cancel is not None:
+                self._send_nowait(call, cancel)  # the server stops the work now
         self._close_io()
 
     def __enter__(self) -> "Client":
@@ -303,161 +287,137 @@ class Client(_Caller, Node):
             method = method.decode()
         if self.closed:
             raise ClosedError("the client is closed")
-        message_id = next(self._ids)
-        if kwargs:
-            name, wire_args, kwnames = protocol.KWCALL, [method, args, kwargs], tuple(kwargs)
-        else:
-            name, wire_args, kwnames = method, args, None
-        try:
-            header = protocol.new_header(message_id)
-            payload = protocol.encode(header, name, wire_args)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"cannot send the arguments of {method}(): {exc}") from None
-        if self._trace is not None:
-            self._trace("send", header, name, wire_args)
+        if gevent.get_hub().loop is not self._hub_loop:
+            raise RuntimeError(
+                "this zrpc.Client belongs to another thread: gevent objects cannot be shared "
+                "between threads; make one Client per thread (or call from the thread that made it)")
         start = time.monotonic()
-        call = _Call(message_id, method, kwnames, timeout, start)
+        call, payload = self._session.request(method, args, kwargs, timeout, start)
+        call.future = future = AsyncResult()
         frames = [b"", payload]
-        call.link = self._send_request(frames)
-        if call.link is None:
+        if not self._send_request(call, frames, start):
             try:
-                call.link = self._send_request_slowly(frames, None if timeout is None else start + timeout)
+                self._send_request_slowly(call, frames, None if timeout is None else start + timeout)
             except TimeoutExpired:
-                call.future.set_exception(TimeoutExpired(timeout, self._calling(method) + " (no server took it)"))
-                return call.future
-            call.last_sent = call.last_recv = time.monotonic()
-        self._table.add(call)
+                future.set_exception(TimeoutExpired(
+                    timeout, self._session.calling(method) + " (no server took it)"))
+                return future
         if timeout is not None:
             call.timer = self._hub_loop.timer(max(start + timeout - call.last_sent, 0.0))
             call.timer.start(self._expire, call)
-        return call.future
+        return future
 
-    def _send_request(self, frames: List[Any]) -> Any:
-        """Hand a request to the next link that can take it now (round robin); None if none can."""
-        links = self._transports
-        count = len(links)
-        first = self._next_link
-        for offset in range(count):
-            link = links[(first + offset) % count]
-            if link.try_send(frames):
-                self._next_link = (first + offset + 1) % count
-                return link
-        return None
+    def _send_request(self, call: ClientCall, frames: List[Any], now: float) -> bool:
+        """Hand a request to the first socket, in the session's order, that can take it now."""
+        transports = self._transports
+        count = len(transports)
+        for index in self._session.send_order(count):
+            transport = transports[index]
+            if transport.try_send(frames):
+                self._session.sent(call, transport, index, count, now)
+                return True
+        return False
 
-    def _send_request_slowly(self, frames: List[Any], deadline: Optional[float]) -> Any:
-        """Wait until some link can take the request, or raise TimeoutExpired at ``deadline``."""
+    def _send_request_slowly(self, call: ClientCall, frames: List[Any], deadline: Optional[float]) -> None:
+        """Wait until some socket can take the request, or raise TimeoutExpired at ``deadline``."""
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(None)
-            ready = [link.arm_writable() for link in self._transports]
+            ready = [transport.arm_writable() for transport in self._transports]
             if not any(event.is_set() for event in ready):
                 gevent.wait(ready or [Event()], timeout=remaining, count=1)
             if self.closed:
                 raise ClosedError("the client was closed")
-            link = self._send_request(frames)
-            if link is not None:
-                return link
-
-    def _calling(self, method: str) -> str:
-        return f"calling {method}() on {', '.join(self.endpoints) or 'no endpoint'}"
+            if self._send_request(call, frames, time.monotonic()):
+                return
 
     # -- events from the server -------------------------------------------------
-    def _on_frames(self, frames: List[bytes]) -> None:
-        try:
-            header, name, args = protocol.decode(frames[-1], self.max_message_size)
-        except protocol.ProtocolError as exc:
-            call = self._table.get(exc.header.get("response_to")) if exc.header else None
-            log.warning("bad message from the server: %s", exc)
-            if call is not None:
-                self._fail(call, exc)
+    def _on_frames(self, frames: List[Any]) -> None:
+        routed = self._session.receive(frames[-1], time.monotonic())
+        if routed is None:
             return
-        if self._trace is not None:
-            self._trace("recv", header, name, args)
-        call = self._table.get(header.get("response_to"))
-        if call is None:
-            log.debug("event %s for no call in flight (late reply or heartbeat; ignored)", name)
-            return
-        call.last_recv = time.monotonic()
-        if name == protocol.OK:
-            self._finish(call)
-            if call.stream is not None:
-                call.stream.fail(protocol.ProtocolError("the server sent OK in the middle of a stream"))
-            elif type(args) is list and args:
-                call.future.set(args[0])
-            else:
-                call.future.set_exception(protocol.ProtocolError(f"OK reply without a result: {args!r}"))
-        elif name == protocol.ERR:
-            self._finish(call)
-            self._fail_result(call, self._remote_error(call, args))
-        elif name == protocol.STREAM:
-            self._stream_of(call).push(args)
-        elif name == protocol.STREAM_DONE:
+        kind, call, value = routed
+        if kind is ITEM:
+            self._stream_of(call).push(value)
+        elif kind is RESULT:
+            self._stop_timer(call)
+            call.future.set(value)
+        elif kind is END:
             self._stream_of(call).push(_END)
-        elif name not in protocol.CONTROL_EVENTS:
-            log.warning("unexpected event %r in reply to %s() (ignored)", name, call.method)
+        else:
+            self._stop_timer(call)
+            self._fail_result(call, value)
 
-    def _stream_of(self, call: _Call) -> _StreamState:
+    def _stream_of(self, call: ClientCall) -> _StreamState:
         state = call.stream
         if state is None:
-            state = call.stream = _StreamState(self, call, self.stream_window)
-            call.stop_timer()  # from now on, the timeout applies between items
+            state = call.stream = _StreamState(self, call)
+            self._stop_timer(call)  # from now on, the timeout applies between items
             call.future.set(Stream(state))
             # Only the caller may keep the Stream alive: dropping it must cancel the stream.
-            call.future = None  # type: ignore[assignment]
+            call.future = None
         return state
 
-    def _remote_error(self, call: _Call, args: Any) -> Exception:
-        name, msg, tb = protocol.unwrap_error(args)
-        if call.kwnames and name == "NameError" and protocol.KWCALL in msg:
-            return KeywordArgumentsUnsupported(
-                f"{call.method}() was called with keyword arguments ({', '.join(call.kwnames)}), "
-                "but the server cannot take them (it is a zerorpc server, not zrpc): "
-                "pass them positionally"
-            )
-        return RemoteError(name, msg, tb)
+    @staticmethod
+    def _stop_timer(call: ClientCall) -> None:
+        timer, call.timer = call.timer, None
+        if timer is not None:
+            timer.close()
 
-    def _finish(self, call: _Call) -> None:
-        call.stop_timer()
-        self._table.discard(call)
-
-    def _fail_result(self, call: _Call, exc: BaseException) -> None:
+    def _fail_result(self, call: ClientCall, exc: BaseException) -> None:
         if call.stream is not None:
             call.stream.fail(exc)
-        elif not call.future.ready():
+        elif call.future is not None and not call.future.ready():
             call.future.set_exception(exc)
 
-    def _fail(self, call: _Call, exc: BaseException) -> None:
-        self._finish(call)
+    def _fail(self, call: ClientCall, exc: BaseException) -> None:
+        self._session.finish(call)
+        self._stop_timer(call)
         self._fail_result(call, exc)
 
-    def _expire(self, call: _Call) -> None:
+    def _expire(self, call: ClientCall) -> None:
         call.timer = None
-        if self._table.get(call.key) is not call:
+        expired = self._session.expire(call)
+        if expired is None:
             return
-        self._fail(call, TimeoutExpired(call.timeout, self._calling(call.method)))
-        self._emit_nowait(call, protocol.CANCEL, [])
+        exc, cancel = expired
+        self._fail_result(call, exc)
+        self._send_nowait(call, cancel)
 
-    def _on_lost(self, call: Channel) -> None:
-        assert isinstance(call, _Call)
-        self._fail(call, LostRemote(
-            f"lost the server while {self._calling(call.method)}: "
-            f"no heartbeat for {2 * (self.heartbeat or 0):g}s"))
+    def _on_lost(self, call: Any) -> None:
+        self._fail(call, self._session.lost(call))
 
-    def _abandon(self, call: _Call) -> None:
-        if self._table.get(call.key) is call:
-            self._finish(call)
-            self._emit_nowait(call, protocol.CANCEL, [])
+    def _abandon(self, call: ClientCall) -> None:
+        cancel = self._session.abandon(call)
+        if cancel is not None:
+            self._stop_timer(call)
+            self._send_nowait(call, cancel)
 
-    def _grant(self, call: _Call, amount: int) -> None:
-        if self._table.get(call.key) is call:
-            self._emit_nowait(call, protocol.MORE, [amount])
+    def _grant(self, call: ClientCall) -> None:
+        """Send the credit due to a stream's server, waiting (within the call's timeout) for room."""
+        due = self._session.grant(call)
+        if due is None:
+            return
+        amount, payload = due
+        timeout = call.timeout
+        try:
+            call.transport.send(self._frames(call, payload),
+                                None if timeout is None else time.monotonic() + timeout, timeout)
+        except ClosedError:
+            return
+        except TimeoutExpired as exc:
+            # The server takes nothing from us: without credit it never sends again.
+            self._fail(call, exc)
+            return
+        call.window.sent(amount)
+        call.last_sent = time.monotonic()
 
-    def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
+    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
         return [b"", payload]
 
-    def _link(self, channel: Channel) -> Any:
-        return channel.link  # type: ignore[attr-defined]
+    def _transport_of(self, channel: Any) -> Transport:
+        return channel.transport
 
 
 class Batch:

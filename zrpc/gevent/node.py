@@ -1,7 +1,8 @@
-"""What a client and a server share: a transport, a channel table and one heartbeat greenlet.
+"""What the gevent Client and Server share: sockets, one heartbeat greenlet, sending, and closing.
 
-This module joins the sans-I/O channel table to a socket. It never decides
-what an event means for a call; the Client and Server subclasses do.
+This module joins a core session to sockets. It never decides what an
+event means for a call: the session does, and the Client and Server
+subclasses carry out what it says.
 """
 from __future__ import annotations
 
@@ -12,49 +13,47 @@ from typing import Any, Callable, List, Mapping, Optional
 import gevent
 import zmq
 
-from ..core import protocol
-from ..core.channel import Channel, ChannelTable
+from ..core.channel import Channel
+from ..core.errors import ClosedError
+from ..core.session import Session
 from .transport import PeerUnreachable, Transport
 
-__all__ = ["Node", "DEFAULT_MAX_MESSAGE_SIZE", "Tracer"]
+__all__ = ["Node"]
 
 log = logging.getLogger("zrpc")
 
-#: ``trace(direction, header, name, args)``: sees every event, ``direction`` "send" or "recv".
-Tracer = Callable[[str, Any, str, Any], None]
-
-#: Largest message accepted by default (bytes). Larger ones get a clear ERR.
-DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-
 
 class Node:
-    """Base of Client and Server: sockets, channel table, heartbeats and clean closing."""
+    """Base of Client and Server: sockets, heartbeats and clean closing around a core session."""
 
     _socket_type: int = zmq.DEALER
 
-    def __init__(
-        self,
-        heartbeat: Optional[float],
-        context: Optional[zmq.Context],
-        max_message_size: Optional[int],
-        socket_options: Optional[Mapping[int, Any]] = None,
-        trace: Optional[Tracer] = None,
-    ) -> None:
-        if heartbeat is not None and heartbeat <= 0:
-            heartbeat = None
-        self.heartbeat = heartbeat
-        self.max_message_size = max_message_size
-        self._context = context
+    #: Seconds zmq may still spend delivering replies and cancels already
+    #: queued when a node closes; close() waits for them at most this long.
+    CLOSE_LINGER = 0.5
+
+    def __init__(self, session: Session, context: Optional[zmq.Context],
+                 socket_options: Optional[Mapping[int, Any]] = None) -> None:
+        self._session = session
+        # A context of our own can be terminated on close, which is what
+        # flushes queued replies before the process may exit.
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
         self._socket_options = dict(socket_options or {})
         #: Called with every new socket before it binds or connects (security hooks in here).
         self._socket_setups: List[Callable[[zmq.Socket], None]] = []
-        self._trace = trace
-        self._table = ChannelTable(heartbeat)
-        self._ids = protocol.message_ids()
         self._transports: List[Transport] = []
         self._heartbeats: Optional[gevent.Greenlet] = None
         self._started = False
         self._closed = False
+
+    @property
+    def heartbeat(self) -> Optional[float]:
+        return self._session.heartbeat
+
+    @property
+    def max_message_size(self) -> Optional[int]:
+        return self._session.max_message_size
 
     def _new_transport(self) -> Transport:
         transport = Transport(self._socket_type, self._on_frames, self._context, self.max_message_size,
@@ -84,72 +83,70 @@ class Node:
         self._started = True
         for transport in self._transports:
             transport.start()
-        if self._table.tick and self._heartbeats is None:
+        if self._session.table.tick and self._heartbeats is None:
             self._heartbeats = gevent.spawn(self._heartbeat_loop)
 
-    #: Seconds zmq may still spend delivering replies and cancels already
-    #: queued when a node closes (in the background: close never blocks).
-    CLOSE_LINGER = 0.5
-
     def _close_io(self) -> None:
+        """Close every socket, then wait (at most CLOSE_LINGER) until zmq has sent what they had queued."""
         self._closed = True
         hb, self._heartbeats = self._heartbeats, None
         if hb is not None and hb is not gevent.getcurrent():
             hb.kill(block=False)
         for transport in self._transports:
             transport.close(self.CLOSE_LINGER)
+        if self._own_context:
+            # term() returns once every socket's queue is flushed or its linger
+            # ran out; in a thread, so the hub keeps running meanwhile.
+            try:
+                gevent.get_hub().threadpool.spawn(self._context.term).get(timeout=self.CLOSE_LINGER + 1)
+            except gevent.Timeout:
+                log.warning("zmq did not finish closing within %gs", self.CLOSE_LINGER + 1)
 
     def _heartbeat_loop(self) -> None:
-        tick = self._table.tick
+        session = self._session
+        tick = session.table.tick
         while not self._closed:
             gevent.sleep(tick)
-            now = time.monotonic()
-            due, lost = self._table.sweep(now)
-            for channel in due:
-                self._table.pinged(channel, now)
-                self._emit_nowait(channel, protocol.HEARTBEAT, [0])
+            pings, lost = session.heartbeats(time.monotonic())
+            for channel, payload in pings:
+                self._send_nowait(channel, payload)
             for channel in lost:
-                self._table.discard(channel)
                 self._on_lost(channel)
 
     # -- sending ------------------------------------------------------------
     def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
         raise NotImplementedError
 
-    def _link(self, channel: Channel) -> Transport:
+    def _transport_of(self, channel: Channel) -> Transport:
         """The socket a channel's events travel on."""
         raise NotImplementedError
 
-    def _on_frames(self, frames: List[bytes]) -> None:
+    def _on_frames(self, frames: List[Any]) -> None:
         raise NotImplementedError
 
     def _on_lost(self, channel: Channel) -> None:
         raise NotImplementedError
 
     def _on_unreachable(self, channel: Channel) -> None:
-        """The socket says the channel's peer is gone; by default, treat it as lost."""
-        self._table.discard(channel)
+        """The socket says the channel's peer is gone; treat it as lost."""
+        self._session.table.discard(channel)
         self._on_lost(channel)
-
-    def _payload(self, channel_id: Any, name: str, args: Any) -> bytes:
-        """Encode an event on channel ``channel_id`` (a fresh message id each time)."""
-        header = protocol.reply_header(next(self._ids), channel_id)
-        payload = protocol.encode(header, name, args)
-        if self._trace is not None:
-            self._trace("send", header, name, args)
-        return payload
 
     def _send(self, channel: Channel, payload: bytes) -> None:
         """Send one encoded event on ``channel``, waiting while the socket is full."""
-        self._link(channel).send(self._frames(channel, payload))
+        self._transport_of(channel).send(self._frames(channel, payload))
         channel.last_sent = time.monotonic()
 
-    def _emit_nowait(self, channel: Channel, name: str, args: Any) -> bool:
-        """Send a control event if the socket can take it now; never blocks, never raises."""
+    def _send_nowait(self, channel: Channel, payload: bytes) -> bool:
+        """Send a control event if the socket can take it now; never blocks.
+
+        Returns False if it could not be sent: the socket is full or closed,
+        or the peer is gone (then the channel is failed as lost, soon).
+        """
         try:
-            return self._link(channel).try_send(self._frames(channel, self._payload(channel.channel_id, name, args)))
+            return self._transport_of(channel).try_send(self._frames(channel, payload))
         except PeerUnreachable:
             gevent.get_hub().loop.run_callback(self._on_unreachable, channel)
-        except Exception as exc:  # closed socket: the channel is going away anyway
-            log.debug("could not send %s: %s", name, exc)
+        except ClosedError:
+            pass  # closing: the channel is going away anyway
         return False

@@ -1,62 +1,58 @@
-"""The zrpc server: a ROUTER socket that runs each call in its own greenlet.
+"""The gevent server: a ROUTER socket whose calls each run in their own greenlet.
 
-The server owns dispatch (method table, built-ins, keyword calls), the pool
-that bounds calls running at once, streaming with credit, cancellation, and
-clean shutdown. Every bad input is answered with an ERR when the caller can
-be told, logged in one line, and never stops the server.
+What an incoming message means (start, queue, credit, cancel, refuse) is
+decided by :class:`zrpc.core.server_session.ServerSession`; this module
+only performs it: greenlets for calls (reused when idle), waiting for
+credit, interrupting a cancelled call, and clean shutdown.
 """
 from __future__ import annotations
 
 import logging
 import time
-import traceback
 import types
-from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import gevent
 import zmq
 from gevent.event import Event
 from gevent.hub import Waiter
 
-from ..core import methods as _methods
 from ..core import protocol
-from ..core.channel import Channel
 from ..core.errors import ClosedError
-from .node import DEFAULT_MAX_MESSAGE_SIZE, Node, Tracer
-from .transport import PeerUnreachable, Transport
+from ..core.methods import MethodTable
+from ..core.server_session import (
+    CANCEL,
+    CREDIT,
+    SEND,
+    SERVER_STOPPED,
+    START,
+    Cancellation,
+    ServerCall,
+    ServerSession,
+)
+from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
+from .node import Node
+from .transport import PeerUnreachable
 
 __all__ = ["Server"]
 
 log = logging.getLogger("zrpc.server")
 
-_MAX_CREDIT = 1 << 20
 # Idle call greenlets kept for reuse: resuming one costs ~1 us, spawning ~11 us
 # (a fresh 16 KiB stack mapping each time). Bounded so a burst does not pin memory.
 _MAX_IDLE_WORKERS = 256
+# ERRs sent outside any call that the socket could not take at once wait for room
+# this long, in a greenlet of their own, before they are dropped with a log line.
+_REJECT_WAIT = 5.0
+_MAX_PENDING_REJECTS = 1024
 
 
 class _Cancelled(gevent.GreenletExit):
-    """Raised inside a call's greenlet to stop it; ``reply`` is the ERR to send, if any."""
+    """Raised inside a call's greenlet to stop it."""
 
-    def __init__(self, reason: str, reply: Optional[Tuple[str, str]] = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.reply = reply
-
-
-class _ServerCall(Channel):
-    __slots__ = ("envelope", "method", "task", "running", "credit", "credit_ready", "cancelled")
-
-    def __init__(self, key: Any, channel_id: Any, envelope: List[bytes], method: str, now: float) -> None:
-        super().__init__(key, channel_id, key[0], now)
-        self.envelope = envelope
-        self.method = method
-        self.task: Optional[gevent.Greenlet] = None
-        self.running = False  # the task has begun (a greenlet killed before it starts never runs)
-        self.credit = 1
-        self.credit_ready: Optional[Event] = None
-        self.cancelled: Optional[_Cancelled] = None
+    def __init__(self, why: Cancellation) -> None:
+        super().__init__(why.reason)
+        self.why = why
 
 
 class Server(Node):
@@ -89,35 +85,39 @@ class Server(Node):
     ) -> None:
         if methods is None:
             methods = self  # subclass style: class MyService(zrpc.Server)
-        if pool_size is not None and pool_size < 1:
-            raise ValueError("pool_size must be at least 1 (or None for no limit)")
-        super().__init__(heartbeat, context, max_message_size, socket_options, trace)
+        exclude = set(dir(Server)) if methods is self else None
+        session = ServerSession(
+            MethodTable(methods, name, exclude),
+            heartbeat=heartbeat,
+            pool_size=pool_size,
+            send_tracebacks=send_tracebacks,
+            stream_generators=stream_generators,
+            max_message_size=max_message_size,
+            trace=trace,
+        )
+        super().__init__(session, context, socket_options)
+        self._session: ServerSession = session
         # One ROUTER for every endpoint: it routes each reply by the caller's identity.
         self._transport = self._new_transport()
-        self.name = name or _methods.service_name(methods)
-        exclude = set(dir(Server)) if methods is self else None
-        self._methods: Dict[str, Callable[..., Any]] = _methods.public_methods(methods, exclude)
-        self._builtins: Dict[str, Callable[..., Any]] = {
-            "_zerorpc_ping": lambda: ["pong", self.name],
-            "_zerorpc_list": lambda: list(self._methods),
-            "_zerorpc_name": lambda: self.name,
-            "_zerorpc_help": lambda method: _methods.doc(self._lookup_public(method)),
-            "_zerorpc_args": lambda method: _methods.argspec(self._lookup_public(method)),
-            "_zerorpc_inspect": self._inspect,
-        }
-        self.pool_size = pool_size
-        self.send_tracebacks = send_tracebacks
-        self.stream_generators = stream_generators
-        self._running = 0
         self._idle_workers: List[Waiter] = []
-        self._streams: Dict[Callable[..., Any], bool] = {
-            f: _methods.is_stream(f) for f in self._methods.values()
-        }
-        self._backlog: Deque[Tuple[_ServerCall, str, Any]] = deque()
-        self._stopping = False
+        self._pending_rejects = 0
         self._stopped = Event()
         self._idle = Event()
         self._idle.set()
+
+    @property
+    def name(self) -> str:
+        """The service name (``_zerorpc_name``)."""
+        return self._session.methods.name
+
+    @property
+    def pool_size(self) -> Optional[int]:
+        return self._session.pool_size
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` (or :meth:`close`) was called: new calls are refused."""
+        return self._session.stopping
 
     # -- public life cycle ----------------------------------------------------
     def bind(self, endpoint: str) -> str:
@@ -133,7 +133,7 @@ class Server(Node):
 
     def start(self) -> "Server":
         """Serve in the background of the current gevent hub; returns at once."""
-        if self._stopping:
+        if self._session.stopping:
             raise RuntimeError("a stopped server cannot be started again; make a new one")
         self._start_io()
         return self
@@ -152,17 +152,15 @@ class Server(Node):
         """
         # Endpoints stay bound until close(): unbinding would also drop the
         # connections that calls in flight must answer on.
-        self._stopping = True
+        self._session.stopping = True
         if not self._idle.wait(timeout):
-            reason = _Cancelled("server stopped", ("ServerStopped", "the server stopped before the call finished"))
-            for call in list(self._table):
-                if isinstance(call, _ServerCall):
-                    self._cancel(call, reason)
+            for call in self._session.open_calls():
+                self._cancel(call, SERVER_STOPPED)
             self._idle.wait(1.0)
         self._stopped.set()
 
     def close(self) -> None:
-        """Cancel calls in flight and release every socket at once."""
+        """Cancel calls in flight and release every socket, flushing replies already queued (bounded)."""
         if self.closed:
             return
         self.stop(0)
@@ -181,254 +179,154 @@ class Server(Node):
     @property
     def calls_in_flight(self) -> int:
         """Calls running or waiting in line."""
-        return self._running + len(self._backlog)
+        return self._session.calls_in_flight
 
     # -- receiving ---------------------------------------------------------
-    def _on_frames(self, frames: List[bytes]) -> None:
-        if len(frames) < 2:
-            log.warning("dropped a message of %d frame(s): no routing envelope", len(frames))
+    def _on_frames(self, frames: List[Any]) -> None:
+        action = self._session.receive(frames, time.monotonic())
+        if action is None:
             return
-        envelope = frames[:-1]
-        peer = frames[0] if len(frames) == 3 else tuple(envelope)
-        try:
-            header, name, args = protocol.decode(frames[-1], self.max_message_size)
-        except protocol.ProtocolError as exc:
-            header = exc.header
-            log.warning("bad message from peer %r: %s", _peer_repr(peer), exc)
-            if header is not None and header.get("response_to") is None:
-                self._reject(envelope, header["message_id"], "ProtocolError", str(exc))
-            return
-        if self._trace is not None:
-            self._trace("recv", header, name, args)
-        response_to = header.get("response_to")
-        if response_to is not None:
-            call = self._table.get((peer, response_to))
-            if call is None:
-                log.debug("event %s for a closed channel from %r (ignored)", name, _peer_repr(peer))
-                return
-            call.last_recv = time.monotonic()
-            if name == protocol.MORE:
-                self._grant(call, args)
-            elif name == protocol.CANCEL:
-                log.debug("call %s cancelled by its caller", call.method)
-                self._cancel(call, _Cancelled("cancelled by the caller"))
-            elif name != protocol.HEARTBEAT:
-                log.debug("unexpected event %s on an open channel (ignored)", name)
-            return
-        self._accept(peer, envelope, header["message_id"], name, args)
+        kind = action[0]
+        if kind is START:
+            self._launch(action[1])
+            self._idle.clear()
+        elif kind is CREDIT:
+            ready = action[1].credit_ready
+            if ready is not None:
+                ready.set()
+        elif kind is CANCEL:
+            self._cancel(action[1], action[2])
+        elif kind is SEND:
+            self._send_reject(action[1])
 
-    def _accept(self, peer: Any, envelope: List[bytes], message_id: Any, name: str, args: Any) -> None:
-        if self._stopping:
-            self._reject(envelope, message_id, "ServerStopping", "the server is shutting down; retry elsewhere")
-            return
-        if name in protocol.CONTROL_EVENTS:
-            log.debug("control event %s outside any channel (ignored)", name)
-            return
-        key = (peer, message_id)
-        if key in self._table.channels:
-            log.warning("duplicate message id %r from %r (ignored)", message_id, _peer_repr(peer))
-            return
-        call = _ServerCall(key, message_id, envelope, name, time.monotonic())
-        self._table.add(call)
-        if self.pool_size is None or self._running < self.pool_size:
-            self._launch(call, name, args)
-        else:
-            self._backlog.append((call, name, args))
-        self._idle.clear()
-
-    def _launch(self, call: _ServerCall, name: str, args: Any) -> None:
-        self._running += 1
+    def _launch(self, call: ServerCall) -> None:
         if self._idle_workers:
             waiter = self._idle_workers.pop()
             call.task = waiter.greenlet
-            gevent.get_hub().loop.run_callback(waiter.switch, (call, name, args))
+            gevent.get_hub().loop.run_callback(waiter.switch, call)
         else:
-            call.task = gevent.spawn(self._work, call, name, args)
+            call.task = gevent.spawn(self._work, call)
 
-    def _work(self, call: _ServerCall, name: str, args: Any) -> None:
+    def _work(self, call: Optional[ServerCall]) -> None:
         """A call greenlet: serve this call, then park and serve more while the server lives."""
-        job: Optional[Tuple[_ServerCall, str, Any]] = (call, name, args)
-        while job is not None:
-            self._serve(*job)
+        while call is not None:
+            self._serve(call)
             if self.closed or len(self._idle_workers) >= _MAX_IDLE_WORKERS:
                 return
             waiter = Waiter()
             self._idle_workers.append(waiter)
-            job = waiter.get()
+            call = waiter.get()
 
-    def _reject(self, envelope: List[bytes], message_id: Any, name: str, message: str) -> None:
-        payload = self._payload(message_id, protocol.ERR, protocol.error_args(name, message, ""))
+    def _send_reject(self, frames: List[Any]) -> None:
+        """Send an ERR outside any call without blocking the reader; if the socket is full, wait in a greenlet."""
         try:
-            self._transport.try_send([*envelope, payload])
-        except Exception as exc:
-            log.debug("could not send ERR %s: %s", name, exc)
+            if self._transport.try_send(frames):
+                return
+        except (PeerUnreachable, ClosedError):
+            return  # the caller is gone: nobody to tell
+        if self._pending_rejects >= _MAX_PENDING_REJECTS:
+            log.warning("dropped an ERR reply: %d already wait for a full socket", self._pending_rejects)
+            return
+        self._pending_rejects += 1
+        gevent.spawn(self._send_reject_slowly, frames)
+
+    def _send_reject_slowly(self, frames: List[Any]) -> None:
+        try:
+            self._transport.send(frames, time.monotonic() + _REJECT_WAIT, _REJECT_WAIT)
+        except (PeerUnreachable, ClosedError):
+            pass
+        except Exception as exc:  # TimeoutExpired: the peer takes nothing
+            log.warning("dropped an ERR reply: %s", exc)
+        finally:
+            self._pending_rejects -= 1
 
     # -- serving one call ------------------------------------------------------
-    def _lookup_public(self, method: str) -> Callable[..., Any]:
-        func = self._methods.get(method)
-        if func is None:
-            raise NameError(method)
-        return func
-
-    def _resolve(self, name: str, args: Any) -> Tuple[str, Callable[..., Any], list, dict]:
-        kwargs: dict = {}
-        if name == protocol.KWCALL:
-            if not (isinstance(args, list) and len(args) == 3 and isinstance(args[0], str)
-                    and isinstance(args[1], list) and isinstance(args[2], dict)):
-                raise TypeError("a keyword call needs args [method, [positional...], {keyword: value}]")
-            name, args, kwargs = args
-        if not isinstance(args, list):
-            raise TypeError(f"the arguments of {name}() must be an array, got {type(args).__name__}")
-        func = self._methods.get(name) or self._builtins.get(name)
-        if func is None:
-            raise NameError(name)
-        return name, func, args, kwargs
-
-    def _serve(self, call: _ServerCall, name: str, args: Any) -> None:
+    def _serve(self, call: ServerCall) -> None:
+        session = self._session
         call.running = True
         try:
             try:
                 if call.cancelled is not None:
-                    raise call.cancelled
-                name, func, args, kwargs = self._resolve(name, args)
-                call.method = name
+                    raise _Cancelled(call.cancelled)
+                name, func, args, kwargs = session.methods.resolve(call.method, call.args)
+                call.method, call.args = name, None
                 result = func(*args, **kwargs)
-                if self._streams.get(func) or (
-                    self.stream_generators and isinstance(result, types.GeneratorType)
-                ):
+                if session.streams(func, isinstance(result, types.GeneratorType)):
                     self._stream(call, result)
                 else:
-                    self._reply(call, protocol.OK, [result])
+                    self._reply(call, session.reply(call, protocol.OK, [result]))
             except _Cancelled as cancel:
-                log.info("call %s() stopped: %s", call.method, cancel.reason)
-                if cancel.reply:
+                payload = session.cancelled_reply(call, cancel.why)
+                if payload is not None:
                     try:
-                        self._reply(call, protocol.ERR, protocol.error_args(*cancel.reply, ""))
+                        self._reply(call, payload)
                     except (PeerUnreachable, ClosedError):
                         pass
             except (PeerUnreachable, ClosedError):
                 log.info("call %s(): caller disconnected, result dropped", call.method)
             except Exception as exc:
-                self._reply_error(call, exc)
+                try:
+                    self._reply(call, session.error_reply(call, exc))
+                except (_Cancelled, PeerUnreachable, ClosedError):
+                    pass
         finally:
             call.running = False  # from here on, no cancel may reach this greenlet
-            self._table.discard(call)
-            self._running -= 1
-            self._next()
+            for ready in session.finished(call):
+                self._launch(ready)
+            if session.idle:
+                self._idle.set()
 
-    def _next(self) -> None:
-        backlog = self._backlog
-        while backlog and (self.pool_size is None or self._running < self.pool_size):
-            call, name, args = backlog.popleft()
-            if call.cancelled is None:
-                self._launch(call, name, args)
-        if not self._running and not backlog:
-            self._idle.set()
-
-    def _reply(self, call: _ServerCall, name: str, args: Any) -> None:
-        # Encode first: a value msgpack refuses must not use up the caller's credit.
-        payload = self._payload(call.channel_id, name, args)
-        self._wait_credit(call)
-        call.credit -= 1
-        self._send(call, payload)
-
-    def _reply_error(self, call: _ServerCall, exc: BaseException) -> None:
-        if isinstance(exc, NameError) and str(exc) == call.method:
-            log.warning("unknown method %r called", call.method)
-            tb = f"NameError: {call.method}\n"
-        else:
-            log.warning("call %s() raised %s: %s", call.method, type(exc).__name__, exc)
-            log.debug("traceback of %s()", call.method, exc_info=exc)
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        if not self.send_tracebacks:
-            tb = "(traceback withheld by the server)"
-        message = str(exc)
-        if isinstance(exc, TypeError) and "serialize" in message:
-            message = f"the result of {call.method}() cannot be sent: {message}"
-        try:
-            self._reply(call, protocol.ERR, protocol.error_args(type(exc).__name__, message, tb))
-        except (_Cancelled, PeerUnreachable, ClosedError):
-            pass
-
-    def _stream(self, call: _ServerCall, iterable: Iterable[Any]) -> None:
-        iterator = iter(iterable)
-        try:
-            for item in iterator:
-                self._reply(call, protocol.STREAM, item)
-            self._reply(call, protocol.STREAM_DONE, None)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()  # runs the generator's finally now, not at garbage collection
-
-    # -- credit, cancel, heartbeat loss -----------------------------------------
-    def _wait_credit(self, call: _ServerCall) -> None:
+    def _reply(self, call: ServerCall, payload: bytes) -> None:
+        """Send one encoded reply, waiting for the caller's credit first."""
         while call.credit <= 0:
             if call.credit_ready is None:
                 call.credit_ready = Event()
             call.credit_ready.clear()
             call.credit_ready.wait()
+        call.credit -= 1
+        self._send(call, payload)
 
-    def _grant(self, call: _ServerCall, args: Any) -> None:
+    def _stream(self, call: ServerCall, iterable: Any) -> None:
+        session = self._session
+        iterator = iter(iterable)
         try:
-            amount = int(args[0])
-        except (TypeError, ValueError, IndexError, KeyError):
-            log.warning("bad %s args %r (ignored)", protocol.MORE, args)
-            return
-        if not 0 <= amount <= _MAX_CREDIT:
-            log.warning("%s credit %d out of range (ignored)", protocol.MORE, amount)
-            return
-        call.credit = min(call.credit + amount, _MAX_CREDIT)
-        if call.credit_ready is not None:
-            call.credit_ready.set()
+            for item in iterator:
+                # Encode first: a value msgpack refuses must not use up the caller's credit.
+                self._reply(call, session.reply(call, protocol.STREAM, item))
+            self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # runs the generator's finally now, not at garbage collection
 
-    def _cancel(self, call: _ServerCall, reason: _Cancelled) -> None:
-        if call.cancelled is not None:
-            return
-        call.cancelled = reason
-        self._table.discard(call)
-        task = call.task
-        if task is None:  # still waiting in line: it will be skipped
-            if reason.reply:
-                self._reject(call.envelope, call.channel_id, *reason.reply)
-            gevent.get_hub().loop.run_callback(self._next)
-        elif call.running and task is not gevent.getcurrent():
-            gevent.get_hub().loop.run_callback(self._interrupt, call, reason)
+    # -- cancel, heartbeat loss -----------------------------------------------
+    def _cancel(self, call: ServerCall, why: Cancellation) -> None:
+        interrupt, answer = self._session.cancel(call, why)
+        if answer is not None:
+            self._send_reject(answer[1])
+        if call.waiting:  # a queued call: the server may be idle now
+            if self._session.idle:
+                self._idle.set()
+        elif interrupt and call.task is not gevent.getcurrent():
+            gevent.get_hub().loop.run_callback(self._interrupt, call, why)
         # a task spawned but not yet running sees call.cancelled when it starts
 
     @staticmethod
-    def _interrupt(call: _ServerCall, reason: _Cancelled) -> None:
-        """Raise ``reason`` in the call's greenlet, if it is still serving that call.
+    def _interrupt(call: ServerCall, why: Cancellation) -> None:
+        """Raise the cancellation in the call's greenlet, if it is still serving that call.
 
         Greenlets are reused, so the check happens here, in the hub, at the
         moment of delivery: a cancel can never reach the next call.
         """
         task = call.task
         if call.running and task is not None and not task.dead:
-            task.throw(reason)
+            task.throw(_Cancelled(why))
 
-    def _on_lost(self, call: Channel) -> None:
-        assert isinstance(call, _ServerCall)
-        log.warning("lost the caller of %s() (no heartbeat for %gs); cancelling it",
-                    call.method, 2 * (self.heartbeat or 0))
-        self._cancel(call, _Cancelled("caller lost"))
+    def _on_lost(self, call: Any) -> None:
+        self._cancel(call, self._session.lost(call))
 
-    def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
-        return [*channel.envelope, payload]  # type: ignore[attr-defined]
+    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
+        return [*channel.envelope, payload]
 
-    def _link(self, channel: Channel) -> Transport:
+    def _transport_of(self, channel: Any) -> Any:
         return self._transport
-
-    # -- introspection ------------------------------------------------------
-    def _inspect(self) -> Dict[str, Any]:
-        return {
-            "name": self.name,
-            "methods": {m: _methods.describe(f) for m, f in self._methods.items()},
-        }
-
-
-def _peer_repr(peer: Any) -> str:
-    if isinstance(peer, bytes):
-        return peer.hex()
-    return "/".join(p.hex() for p in peer)
-

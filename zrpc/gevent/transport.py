@@ -38,6 +38,8 @@ _EVENTS = int(zmq.EVENTS)
 _ZERO_COPY = 1 << 16
 # The reader yields to other greenlets after this many messages in a burst.
 _BURST = 256
+# Receive errors after which a socket can never read again.
+_FATAL = frozenset((zmq.ETERM, zmq.ENOTSOCK, zmq.EFAULT))
 
 
 class PeerUnreachable(Exception):
@@ -48,7 +50,8 @@ class Transport:
     """A zmq ``socket_type`` socket whose incoming messages go to ``on_frames(frames)``.
 
     ``on_frames`` runs in the reader greenlet and must not block. ``close()``
-    releases the socket at once (LINGER 0), so no process is kept alive.
+    never blocks: zmq delivers what is queued in the background for at most
+    its ``linger``, so no closed socket keeps the process alive.
     """
 
     def __init__(
@@ -59,7 +62,7 @@ class Transport:
         max_message_size: Optional[int] = None,
         setup: Optional[Callable[[zmq.Socket], None]] = None,
     ) -> None:
-        self._context = context or zmq.Context.instance()
+        self._context = context if context is not None else zmq.Context.instance()
         sock = self._context.socket(socket_type)
         sock.linger = 0
         if socket_type == zmq.ROUTER:
@@ -157,7 +160,7 @@ class Transport:
         events = sock.getsockopt
         readable = self._readable
         on_frames = self._on_frames
-        burst = 0
+        burst = failures = 0
         while not self._closed:
             try:
                 # Asking EVENTS is cheaper than the Again exception a failed recv raises.
@@ -173,9 +176,16 @@ class Transport:
             except zmq.ZMQError as exc:
                 if self._closed:
                     return
-                log.error("receive failed: %s", exc)
-                gevent.sleep(0.01)
+                if exc.errno in _FATAL:
+                    log.error("receive failed for good, the socket stops reading: %s", exc)
+                    return
+                # Unexpected and maybe passing: say it once per run of failures, back off.
+                if failures == 0:
+                    log.error("receive failed (retrying): %s", exc)
+                failures += 1
+                gevent.sleep(min(0.01 * 2 ** min(failures, 7), 1.0))
                 continue
+            failures = 0
             # Envelope frames as bytes (hashable); the payload as a buffer, copied once by msgpack.
             frames: List = []
             while frame.more:  # the rest of a multipart message is already here: never EAGAIN

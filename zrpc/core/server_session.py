@@ -1,0 +1,278 @@
+"""The server's half of zerorpc v3 without I/O: which call starts, waits, gets credit or is cancelled.
+
+Theory of operation
+-------------------
+The driver hands every incoming message to :meth:`ServerSession.receive`
+with the clock, and acts on the one action it returns:
+
+========  =====================================  ===========================
+action    meaning                                the driver
+========  =====================================  ===========================
+START     a call may run now                     runs ``call`` in a task
+SEND      an answer outside any running call     sends the frames, no wait
+CREDIT    the caller granted stream credit       wakes the call's sender
+CANCEL    the caller gave up on a call           interrupts the call's task
+========  =====================================  ===========================
+
+``None`` means nothing to do (a heartbeat, or a bad message already
+logged). The session owns the pool: a call beyond ``pool_size`` waits in
+the backlog, keeps its channel (so it gets heartbeats) and is handed out by
+:meth:`finished` when a running call ends. Replies are encoded here
+(:meth:`reply`, :meth:`error_reply`), stream credit is counted here, and
+every refusal (``ServerStopping``, ``ProtocolError``) is decided here, once
+for every driver.
+
+This module never touches a socket, a greenlet or a clock of its own.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from collections import deque
+from typing import Any, Deque, Hashable, List, Optional, Tuple
+
+from . import protocol
+from .channel import Channel
+from .methods import MethodTable
+from .session import Session, Tracer
+
+__all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "SEND", "CREDIT", "CANCEL"]
+
+log = logging.getLogger("zrpc.server")
+
+START, SEND, CREDIT, CANCEL = "start", "send", "credit", "cancel"
+
+_MAX_CREDIT = 1 << 20
+
+Action = Tuple[Any, ...]
+
+
+class Cancellation:
+    """Why a call is stopped; ``reply`` is the (name, message) ERR to send its caller, if any."""
+
+    __slots__ = ("reason", "reply")
+
+    def __init__(self, reason: str, reply: Optional[Tuple[str, str]] = None) -> None:
+        self.reason = reason
+        self.reply = reply
+
+
+CANCELLED_BY_CALLER = Cancellation("cancelled by the caller")
+CALLER_LOST = Cancellation("caller lost")
+SERVER_STOPPED = Cancellation("server stopped", ("ServerStopped", "the server stopped before the call finished"))
+
+
+class ServerCall(Channel):
+    """One call being served: its envelope, request, credit and fate.
+
+    ``task`` and ``credit_ready`` belong to the driver (its task and the
+    waiter of a sender out of credit); the session never looks at them.
+    """
+
+    __slots__ = ("envelope", "method", "args", "credit", "waiting", "running", "cancelled", "task",
+                 "credit_ready")
+
+    def __init__(self, key: Hashable, channel_id: Any, envelope: List[bytes], method: str, args: Any,
+                 now: float) -> None:
+        super().__init__(key, channel_id, key[0], now)
+        self.envelope = envelope
+        self.method = method
+        self.args = args
+        self.credit = 1  # the implicit initial credit of the protocol
+        self.waiting = False  # in the backlog, waiting for room in the pool
+        self.running = False  # set by the driver while the call's task runs it
+        self.cancelled: Optional[Cancellation] = None
+        self.task: Any = None
+        self.credit_ready: Any = None
+
+
+class ServerSession(Session):
+    """The protocol state of one server: open calls, the pool and its backlog, and the method table."""
+
+    def __init__(
+        self,
+        methods: MethodTable,
+        *,
+        heartbeat: Optional[float],
+        pool_size: Optional[int],
+        send_tracebacks: bool,
+        stream_generators: bool,
+        max_message_size: Optional[int],
+        trace: Optional[Tracer] = None,
+    ) -> None:
+        if pool_size is not None and pool_size < 1:
+            raise ValueError("pool_size must be at least 1 (or None for no limit)")
+        super().__init__(heartbeat, max_message_size, trace)
+        self.methods = methods
+        self.pool_size = pool_size
+        self.send_tracebacks = send_tracebacks
+        self.stream_generators = stream_generators
+        self.stopping = False
+        self.running = 0
+        self.queued = 0  # calls in the backlog that are still wanted
+        self._backlog: Deque[ServerCall] = deque()
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls running or waiting in line."""
+        return self.running + self.queued
+
+    @property
+    def idle(self) -> bool:
+        return not self.running and not self.queued
+
+    # -- incoming messages -----------------------------------------------------
+    def receive(self, frames: List[Any], now: float) -> Optional[Action]:
+        """Take one incoming message ``[identity..., b"", payload]``; return the action it calls for."""
+        if len(frames) < 2:
+            log.warning("dropped a message of %d frame(s): no routing envelope", len(frames))
+            return None
+        envelope = frames[:-1]
+        peer = frames[0] if len(frames) == 3 else tuple(envelope)
+        try:
+            header, name, args = self.decode(frames[-1])
+        except protocol.ProtocolError as exc:
+            header = exc.header
+            log.warning("bad message from peer %s: %s", peer_repr(peer), exc)
+            if header is not None and header.get("response_to") is None:
+                return self.reject(envelope, header["message_id"], "ProtocolError", str(exc))
+            return None
+        response_to = header.get("response_to")
+        if response_to is not None:
+            call = self.table.get((peer, response_to))
+            if call is None:
+                log.debug("event %s for a closed channel from %s (ignored)", name, peer_repr(peer))
+                return None
+            call.last_recv = now
+            if name == protocol.MORE:
+                return self._grant(call, args)
+            if name == protocol.CANCEL:
+                log.debug("call %s cancelled by its caller", call.method)
+                return (CANCEL, call, CANCELLED_BY_CALLER)
+            if name != protocol.HEARTBEAT:
+                log.debug("unexpected event %s on an open channel (ignored)", name)
+            return None
+        return self._accept(peer, envelope, header["message_id"], name, args, now)
+
+    def _accept(self, peer: Any, envelope: List[bytes], message_id: Any, name: str, args: Any,
+                now: float) -> Optional[Action]:
+        if self.stopping:
+            return self.reject(envelope, message_id, "ServerStopping", "the server is shutting down; retry elsewhere")
+        if name in protocol.CONTROL_EVENTS:
+            log.debug("control event %s outside any channel (ignored)", name)
+            return None
+        key = (peer, message_id)
+        if key in self.table.channels:
+            log.warning("duplicate message id %r from %s (ignored)", message_id, peer_repr(peer))
+            return None
+        call = ServerCall(key, message_id, envelope, name, args, now)
+        self.table.add(call)
+        if self.pool_size is None or self.running < self.pool_size:
+            self.running += 1
+            return (START, call)
+        self._backlog.append(call)
+        call.waiting = True
+        self.queued += 1
+        return None
+
+    def _grant(self, call: ServerCall, args: Any) -> Optional[Action]:
+        try:
+            amount = int(args[0])
+        except (TypeError, ValueError, IndexError, KeyError):
+            log.warning("bad %s args %r (ignored)", protocol.MORE, args)
+            return None
+        if not 0 <= amount <= _MAX_CREDIT:
+            log.warning("%s credit %d out of range (ignored)", protocol.MORE, amount)
+            return None
+        call.credit = min(call.credit + amount, _MAX_CREDIT)
+        return (CREDIT, call)
+
+    def reject(self, envelope: List[bytes], message_id: Any, name: str, message: str) -> Action:
+        """A SEND action answering request ``message_id`` with ERR ``name``, outside any channel."""
+        payload = self.encode(message_id, protocol.ERR, protocol.error_args(name, message, ""))
+        return (SEND, [*envelope, payload])
+
+    # -- the pool --------------------------------------------------------------
+    def finished(self, call: ServerCall) -> List[ServerCall]:
+        """A running call ended: forget it and return the queued calls that may start now."""
+        self.table.discard(call)
+        self.running -= 1
+        return self._next()
+
+    def _next(self) -> List[ServerCall]:
+        backlog = self._backlog
+        ready = []
+        while backlog and (self.pool_size is None or self.running < self.pool_size):
+            call = backlog.popleft()
+            call.waiting = False
+            if call.cancelled is None:
+                self.queued -= 1
+                self.running += 1
+                ready.append(call)
+        return ready
+
+    def cancel(self, call: ServerCall, why: Cancellation) -> Tuple[bool, Optional[Action]]:
+        """Mark ``call`` cancelled; return (interrupt its task?, SEND action answering a queued call).
+
+        A call cancelled twice, or one that already ended, needs nothing.
+        """
+        if call.cancelled is not None:
+            return False, None
+        call.cancelled = why
+        self.table.discard(call)
+        if call.waiting:  # still in the backlog: it will be skipped
+            self.queued -= 1
+            if why.reply:
+                return False, self.reject(call.envelope, call.channel_id, *why.reply)
+            return False, None
+        return call.running, None
+
+    def open_calls(self) -> List[ServerCall]:
+        """Every call running or queued (for a stop that cancels them)."""
+        return [call for call in self.table if isinstance(call, ServerCall)]
+
+    def lost(self, call: Channel) -> Cancellation:
+        """A caller went silent: log it and say how to stop its call."""
+        assert isinstance(call, ServerCall)
+        log.warning("lost the caller of %s() (no heartbeat for %gs); cancelling it",
+                    call.method, self.lost_after)
+        return CALLER_LOST
+
+    # -- replies ---------------------------------------------------------------
+    def reply(self, call: ServerCall, name: str, args: Any) -> bytes:
+        """Encode a reply on ``call``'s channel (raises TypeError if msgpack refuses ``args``)."""
+        return self.encode(call.channel_id, name, args)
+
+    def error_reply(self, call: ServerCall, exc: BaseException) -> bytes:
+        """Log ``exc`` raised by ``call`` and encode the ERR its caller gets."""
+        if isinstance(exc, NameError) and str(exc) == call.method:
+            log.warning("unknown method %r called", call.method)
+            tb = f"NameError: {call.method}\n"
+        else:
+            log.warning("call %s() raised %s: %s", call.method, type(exc).__name__, exc)
+            log.debug("traceback of %s()", call.method, exc_info=exc)
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if not self.send_tracebacks:
+            tb = "(traceback withheld by the server)"
+        message = str(exc)
+        if isinstance(exc, TypeError) and "serialize" in message:
+            message = f"the result of {call.method}() cannot be sent: {message}"
+        return self.encode(call.channel_id, protocol.ERR, protocol.error_args(type(exc).__name__, message, tb))
+
+    def cancelled_reply(self, call: ServerCall, why: Cancellation) -> Optional[bytes]:
+        """The ERR a cancelled call's caller gets, if any."""
+        log.info("call %s() stopped: %s", call.method, why.reason)
+        if why.reply is None:
+            return None
+        return self.encode(call.channel_id, protocol.ERR, protocol.error_args(*why.reply, ""))
+
+    def streams(self, func: Any, is_generator: bool) -> bool:
+        """True if what ``func`` returned (a generator or not) is sent as a stream."""
+        return self.methods.streams(func) or (self.stream_generators and is_generator)
+
+
+def peer_repr(peer: Any) -> str:
+    """A caller's routing identity as hex, safe to log."""
+    if isinstance(peer, bytes):
+        return peer.hex()
+    return "/".join(p.hex() for p in peer)

@@ -1,0 +1,71 @@
+"""What both sessions share: the channel table, message ids, encoding with a trace hook, heartbeats.
+
+A session is one end of zerorpc v3 without I/O: a driver hands it the
+payloads it receives and the time (``now``), and sends the payloads it
+returns. It never touches a socket, a greenlet, a task or a clock of its own.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Tuple
+
+from . import protocol
+from .channel import Channel, ChannelTable
+
+__all__ = ["Session", "Tracer", "DEFAULT_MAX_MESSAGE_SIZE"]
+
+#: ``trace(direction, header, name, args)``: sees every event, ``direction`` "send" or "recv".
+Tracer = Callable[[str, Any, str, Any], None]
+
+#: Largest message accepted by default (bytes). Larger ones get a clear ERR.
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+class Session:
+    """Base of ServerSession and ClientSession."""
+
+    def __init__(self, heartbeat: Optional[float], max_message_size: Optional[int],
+                 trace: Optional[Tracer] = None) -> None:
+        if heartbeat is not None and heartbeat <= 0:
+            heartbeat = None
+        self.heartbeat = heartbeat
+        self.max_message_size = max_message_size
+        self.trace = trace
+        self.table = ChannelTable(heartbeat)
+        self._ids = protocol.message_ids()
+
+    def encode(self, channel_id: Any, name: str, args: Any) -> bytes:
+        """Encode an event on channel ``channel_id`` (a fresh message id each time)."""
+        header = protocol.reply_header(next(self._ids), channel_id)
+        payload = protocol.encode(header, name, args)
+        if self.trace is not None:
+            self.trace("send", header, name, args)
+        return payload
+
+    def decode(self, payload: Any) -> protocol.Event:
+        """Decode and validate one incoming event (raises ProtocolError), and show it to the tracer."""
+        header, name, args = protocol.decode(payload, self.max_message_size)
+        if self.trace is not None:
+            self.trace("recv", header, name, args)
+        return header, name, args
+
+    def heartbeats(self, now: float) -> Tuple[List[Tuple[Channel, bytes]], List[Channel]]:
+        """The heartbeats due at ``now`` as (channel, payload), and the channels whose remote is lost.
+
+        Lost channels are already forgotten; the driver fails or cancels them.
+        A ping counts as sent when returned: a ping the socket cannot take
+        now is simply skipped, as the next sweep sends another.
+        """
+        table = self.table
+        due, lost = table.sweep(now)
+        pings = []
+        for channel in due:
+            table.pinged(channel, now)
+            pings.append((channel, self.encode(channel.channel_id, protocol.HEARTBEAT, [0])))
+        for channel in lost:
+            table.discard(channel)
+        return pings, lost
+
+    @property
+    def lost_after(self) -> float:
+        """Seconds of silence after which the remote is declared lost (0 without heartbeats)."""
+        return 2 * (self.heartbeat or 0)
