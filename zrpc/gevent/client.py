@@ -313,7 +313,7 @@ class Client(_Caller, Node):
         count = len(transports)
         for index in self._session.send_order(count):
             transport = transports[index]
-            if transport.try_send(frames):
+            if transport.connections and transport.try_send(frames):
                 self._session.sent(call, transport, index, count, now)
                 return True
         return False
@@ -324,7 +324,10 @@ class Client(_Caller, Node):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(None)
-            ready = [transport.arm_writable() for transport in self._transports]
+            # A socket with no live connection would queue the request for a
+            # server that may never come: wait for one that is up and has room.
+            ready = [transport.arm_writable() if transport.connections else transport.up
+                     for transport in self._transports]
             if not any(event.is_set() for event in ready):
                 gevent.wait(ready or [Event()], timeout=remaining, count=1)
             if self.closed:

@@ -57,7 +57,7 @@ class Node:
 
     def _new_transport(self) -> Transport:
         transport = Transport(self._socket_type, self._on_frames, self._context, self.max_message_size,
-                              self._setup_socket)
+                              self._setup_socket, track_connections=self._socket_type == zmq.DEALER)
         self._transports.append(transport)
         if self._started:
             transport.start()

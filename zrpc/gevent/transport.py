@@ -21,6 +21,7 @@ import gevent
 import zmq
 from gevent.event import Event
 from gevent.hub import get_hub
+from zmq.utils.monitor import parse_monitor_message
 
 from ..core.errors import ClosedError, TimeoutExpired
 
@@ -38,6 +39,8 @@ _EVENTS = int(zmq.EVENTS)
 _ZERO_COPY = 1 << 16
 # The reader yields to other greenlets after this many messages in a burst.
 _BURST = 256
+_HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_TRACKED_EVENTS = _HANDSHAKE_OK | int(zmq.EVENT_DISCONNECTED)
 # Receive errors after which a socket can never read again.
 _FATAL = frozenset((zmq.ETERM, zmq.ENOTSOCK, zmq.EFAULT))
 
@@ -61,6 +64,7 @@ class Transport:
         context: Optional[zmq.Context] = None,
         max_message_size: Optional[int] = None,
         setup: Optional[Callable[[zmq.Socket], None]] = None,
+        track_connections: bool = False,
     ) -> None:
         self._context = context if context is not None else zmq.Context.instance()
         sock = self._context.socket(socket_type)
@@ -68,10 +72,6 @@ class Transport:
         if socket_type == zmq.ROUTER:
             # Learn that a peer is gone (EHOSTUNREACH) instead of dropping replies silently.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        elif socket_type == zmq.DEALER:
-            # Queue only on live connections: a call to a dead endpoint waits
-            # (bounded by its timeout) rather than piling up stale requests.
-            sock.setsockopt(zmq.IMMEDIATE, 1)
         if max_message_size:
             # Hard backstop well above the soft limit, which is answered with an ERR.
             sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
@@ -89,6 +89,18 @@ class Transport:
         self._watcher = get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
         self._watcher.start(self._poll)
         self.endpoints: List[str] = []
+        #: Connections whose handshake completed and that have not dropped since.
+        self.connections = 0
+        #: Set while at least one connection is up.
+        self.up = Event()
+        self._monitor: Optional[zmq.Socket] = None
+        self._monitor_reader: Optional[gevent.Greenlet] = None
+        if track_connections:
+            # ZMQ_IMMEDIATE would give "send only on live connections" for
+            # free, but it discards replies already received from a peer
+            # that then disconnects (a server's last reply before it exits).
+            # A socket monitor tells which connections are up instead.
+            self._monitor = sock.get_monitor_socket(_TRACKED_EVENTS)
 
     # -- endpoints -------------------------------------------------------
     def bind(self, endpoint: str) -> str:
@@ -113,6 +125,39 @@ class Transport:
         """Start the reader greenlet (idempotent)."""
         if self._reader is None and not self._closed:
             self._reader = gevent.spawn(self._read_loop)
+            if self._monitor is not None:
+                self._monitor_reader = gevent.spawn(self._monitor_loop)
+
+    def _monitor_loop(self) -> None:
+        """Count connections up from the socket monitor's events."""
+        monitor = self._monitor
+        assert monitor is not None
+        readable = Event()
+        watcher = get_hub().loop.io(monitor.getsockopt(zmq.FD), 1)
+        watcher.start(readable.set)
+        try:
+            while not self._closed:
+                try:
+                    frames = monitor.recv_multipart(_NOBLOCK)
+                except zmq.Again:
+                    readable.clear()
+                    if not monitor.getsockopt(_EVENTS) & _POLLIN:
+                        readable.wait()
+                    continue
+                except zmq.ZMQError:
+                    return
+                event = parse_monitor_message(frames)["event"]
+                if event == _HANDSHAKE_OK:
+                    self.connections += 1
+                    self.up.set()
+                    self._writable.set()  # a sender waiting for a live connection may go on
+                elif event == zmq.EVENT_DISCONNECTED and self.connections:
+                    self.connections -= 1
+                    if not self.connections:
+                        self.up.clear()
+        finally:
+            watcher.stop()
+            watcher.close()
 
     @property
     def closed(self) -> bool:
@@ -134,6 +179,16 @@ class Transport:
             reader.kill(block=False)
         self._readable.set()
         self._writable.set()
+        if self._monitor is not None:
+            monitor_reader, self._monitor_reader = self._monitor_reader, None
+            if monitor_reader is not None and monitor_reader is not gevent.getcurrent():
+                monitor_reader.kill(block=False)
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:  # a terminated context: the monitor goes with the socket
+                pass
+            self._monitor.close(linger=0)
+        self.up.clear()
         self._sock.close(linger=int(linger * 1000))
 
     def _check_open(self) -> None:
