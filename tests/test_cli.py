@@ -424,6 +424,31 @@ def test_zerorpc_server_listing_falls_back(legacy: str) -> None:
     assert_error(run(legacy, "nope", "--help"), REMOTE, "no method 'nope'")
 
 
+def test_zerorpc_server_is_asked_for_arguments_once() -> None:
+    """_zerorpc_args failing like _zerorpc_inspect (getargspec) is asked once, not once per method.
+
+    zerorpc logs a traceback on its stderr for every built-in call that fails, so
+    that stderr counts the failing calls: per command, one _zerorpc_inspect and one
+    _zerorpc_args, whatever the number of methods (four here).
+    """
+    endpoint = free_tcp_endpoint()
+    proc = spawn_peer("cli_zerorpc_server.py", endpoint)
+    try:
+        listing = run(endpoint)
+        helped = run(endpoint, "add", "--help")
+    finally:
+        proc.kill()
+        _, stderr = proc.communicate(timeout=10)
+    assert (listing.returncode, helped.returncode) == (0, 0), listing.stderr + helped.stderr
+    assert len(listing.stdout.splitlines()) == 5 and "(...)" in listing.stdout, listing.stdout
+    assert helped.stdout.startswith("[legacy] add(...)\n"), helped.stdout
+    # One logged failure ends with this line; what precedes it says which built-in failed.
+    *failures, rest = stderr.split("AttributeError: module 'inspect' has no attribute 'getargspec'")
+    assert "Traceback" not in rest, stderr  # no other failure was logged
+    inspects = [tb for tb in failures if "in _zerorpc_inspect" in tb]
+    assert (len(inspects), len(failures) - len(inspects)) == (2, 2), stderr
+
+
 # -- serving ----------------------------------------------------------------------------
 def test_serve_the_time_module_and_call_it_both_ways() -> None:
     endpoint = free_tcp_endpoint()

@@ -45,10 +45,11 @@ def describe_service(client: Any, only: Optional[str] = None) -> Tuple[str, List
     """
     import zrpc
 
+    inspect_failure: Optional[Exception] = None
     try:
         info = client.call("_zerorpc_inspect")
-    except zrpc.RemoteError:
-        info = None
+    except zrpc.RemoteError as exc:
+        info, inspect_failure = None, exc
     if isinstance(info, dict) and isinstance(info.get("methods"), dict):
         methods = []
         for name, entry in info["methods"].items():
@@ -65,10 +66,17 @@ def describe_service(client: Any, only: Optional[str] = None) -> Tuple[str, List
         if only is not None and not methods:
             raise _no_such_method(only)
         return _text(info.get("name") or "?"), sorted(methods, key=lambda m: m.name)
-    return _describe_from_builtins(client, only)
+    return _describe_from_builtins(client, only, inspect_failure)
 
 
-def _describe_from_builtins(client: Any, only: Optional[str]) -> Tuple[str, List[MethodDescription]]:
+def _describe_from_builtins(client: Any, only: Optional[str],
+                            inspect_failure: Optional[Exception]) -> Tuple[str, List[MethodDescription]]:
+    """The description from _zerorpc_name, _zerorpc_list, _zerorpc_help and _zerorpc_args.
+
+    ``_zerorpc_args`` is asked for the first method alone: if it fails the way
+    ``_zerorpc_inspect`` did, the server cannot describe arguments at all and
+    is not asked again for each method (zerorpc logs a traceback for each).
+    """
     batch = client.batch()
     batch.call("_zerorpc_name")
     names = client.call("_zerorpc_list")
@@ -79,19 +87,35 @@ def _describe_from_builtins(client: Any, only: Optional[str]) -> Tuple[str, List
         names = [only]
     for name in names:
         batch.call("_zerorpc_help", name)
-        batch.call("_zerorpc_args", name)
-    results = batch.run()
-    service = results[0] if not isinstance(results[0], Exception) else "?"
-    methods = []
-    for i, name in enumerate(names):
-        doc, spec = results[1 + 2 * i], results[2 + 2 * i]
-        methods.append(MethodDescription(
+    if names:
+        batch.call("_zerorpc_args", names[0])
+    service, *docs_and_first = batch.run()
+    docs, specs = docs_and_first[:len(names)], docs_and_first[len(names):]
+    if names[1:]:
+        if _same_failure(specs[0], inspect_failure):
+            specs += [specs[0]] * (len(names) - 1)
+        else:
+            for name in names[1:]:
+                batch.call("_zerorpc_args", name)
+            specs += batch.run()
+    methods = [
+        MethodDescription(
             name,
             _signature_from_argspec(spec) if not isinstance(spec, Exception) else "(...)",
             _text(doc) if doc and not isinstance(doc, Exception) else None,
             None,
-        ))
-    return _text(service), methods
+        )
+        for name, doc, spec in zip(names, docs, specs)
+    ]
+    return _text(service if not isinstance(service, Exception) else "?"), methods
+
+
+def _same_failure(result: Any, failure: Optional[Exception]) -> bool:
+    """``result`` is a remote error of the same type and message as ``failure``."""
+    import zrpc
+
+    return (isinstance(result, zrpc.RemoteError) and isinstance(failure, zrpc.RemoteError)
+            and (result.name, result.msg) == (failure.name, failure.msg))
 
 
 def _no_such_method(name: str) -> Exception:
