@@ -15,22 +15,34 @@ One module a job: :mod:`.parsing` (shared options, values), :mod:`.connection`
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, Optional, Protocol, Sequence
 
 from . import calling, serving
 from .parsing import UsageError
 from .status import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, fail
 
-__all__ = ["main", "SUBCOMMANDS"]
+__all__ = ["main", "Subcommand", "SUBCOMMANDS"]
 
-#: ``zrpc WORD ...`` runs ``SUBCOMMANDS[WORD](the rest of argv)`` -> exit status; any other
-#: first word is a call (:func:`calling.run`). A new subcommand is a module with
-#: ``run(argv) -> int`` (building its parser from :mod:`.parsing` and
-#: :mod:`.connection`), one entry here, and a line in the usage of :mod:`.calling`.
-SUBCOMMANDS: Dict[str, Callable[[List[str]], int]] = {
-    "serve": serving.run,
+
+class Subcommand(Protocol):
+    """What main() needs of a subcommand: usually a module of this package."""
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        """Its parser (see :mod:`.parsing` and :mod:`.connection` for the shared options)."""
+
+    def run(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+        """Do what the parsed ``args`` say (``parser`` prints the help); return the exit status."""
+
+
+#: ``zrpc WORD ...``: the subcommand WORD, given the rest of the command line; any other
+#: first word is a call (:mod:`.calling`). A new subcommand is a module with
+#: ``build_parser()`` and ``run(parser, args)``, one entry here, and a line in the
+#: usage of :mod:`.calling`.
+SUBCOMMANDS: Dict[str, Subcommand] = {
+    "serve": serving,
 }
 
 
@@ -40,8 +52,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _tolerate_unencodable_output()
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            return SUBCOMMANDS[argv[0]](argv[1:])
-        return calling.run(argv)
+            command, argv = SUBCOMMANDS[argv[0]], argv[1:]
+        else:
+            command = calling
+        parser = command.build_parser()
+        return command.run(parser, parser.parse_intermixed_args(argv))
     except UsageError as exc:
         return fail(EXIT_USAGE, str(exc))
     except KeyboardInterrupt:

@@ -92,10 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(argv: List[str]) -> int:
-    """Run ``zrpc ARGV`` (a call, a listing or a method's help); return the exit status."""
-    parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run a call, a listing or a method's help as ``args`` say; return the exit status."""
     if args.version:
         print(version())
         return EXIT_OK

@@ -62,10 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(argv: List[str]) -> int:
-    """Run ``zrpc serve ARGV`` until a signal stops the server; return the exit status."""
-    parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run ``zrpc serve`` as ``args`` say, until a signal stops the server; return the exit status."""
     if args.help:
         parser.print_help()
         return EXIT_OK
