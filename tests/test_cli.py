@@ -379,6 +379,22 @@ def test_debug_prints_the_events(service: str) -> None:
     assert re.search(r"^zrpc: << OK \[\[\['hi'\], \{\}\]\] id=\w+ response_to=", proc.stderr, re.M), proc.stderr
 
 
+def test_serve_debug_prints_the_events(markers: str) -> None:
+    """zrpc serve -d: the server's side of the same call, received (<<) then sent (>>)."""
+    endpoint = free_tcp_endpoint()
+    server = start_serve("-d", "--bind", endpoint, "cli_service:Service", markers=markers)
+    try:
+        server.wait_for(server.err, "serving")
+        assert run(endpoint, "echo", "hi").stdout == '[["hi"], {}]\n'
+        request = server.wait_for(server.err, "zrpc: << echo ['hi'] id=")
+        reply = server.wait_for(server.err, "zrpc: >> OK [[['hi'], {}]] id=")
+        request_id = re.search(r" id=(\w+)", request).group(1)
+        assert reply.rstrip("\n").endswith(f" response_to={request_id}"), server.stderr
+        assert server.finish(signal.SIGTERM) == 0, server.stderr
+    finally:
+        server.kill()
+
+
 def test_broken_pipe_ends_quietly_and_cancels_the_stream(service: str, markers: str) -> None:
     cli = subprocess.Popen(zrpc_argv(service, "ticks", "0.01", "pipe"), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=cli_env())
