@@ -379,6 +379,22 @@ def test_debug_prints_the_events(service: str) -> None:
     assert re.search(r"^zrpc: << OK \[\[\['hi'\], \{\}\]\] id=\w+ response_to=", proc.stderr, re.M), proc.stderr
 
 
+def test_serve_debug_prints_the_events(markers: str) -> None:
+    """zrpc serve -d: the server's side of the same call, received (<<) then sent (>>)."""
+    endpoint = free_tcp_endpoint()
+    server = start_serve("-d", "--bind", endpoint, "cli_service:Service", markers=markers)
+    try:
+        server.wait_for(server.err, "serving")
+        assert run(endpoint, "echo", "hi").stdout == '[["hi"], {}]\n'
+        request = server.wait_for(server.err, "zrpc: << echo ['hi'] id=")
+        reply = server.wait_for(server.err, "zrpc: >> OK [[['hi'], {}]] id=")
+        request_id = re.search(r" id=(\w+)", request).group(1)
+        assert reply.rstrip("\n").endswith(f" response_to={request_id}"), server.stderr
+        assert server.finish(signal.SIGTERM) == 0, server.stderr
+    finally:
+        server.kill()
+
+
 def test_broken_pipe_ends_quietly_and_cancels_the_stream(service: str, markers: str) -> None:
     cli = subprocess.Popen(zrpc_argv(service, "ticks", "0.01", "pipe"), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=cli_env())
@@ -422,6 +438,31 @@ def test_zerorpc_server_listing_falls_back(legacy: str) -> None:
     proc = run(legacy, "add", "--help")
     assert proc.stdout == "[legacy] add(...)\n\nReturn a + b.\n\nWorks on numbers and strings alike.\n"
     assert_error(run(legacy, "nope", "--help"), REMOTE, "no method 'nope'")
+
+
+def test_zerorpc_server_is_asked_for_arguments_once() -> None:
+    """_zerorpc_args failing like _zerorpc_inspect (getargspec) is asked once, not once per method.
+
+    zerorpc logs a traceback on its stderr for every built-in call that fails, so
+    that stderr counts the failing calls: per command, one _zerorpc_inspect and one
+    _zerorpc_args, whatever the number of methods (four here).
+    """
+    endpoint = free_tcp_endpoint()
+    proc = spawn_peer("cli_zerorpc_server.py", endpoint)
+    try:
+        listing = run(endpoint)
+        helped = run(endpoint, "add", "--help")
+    finally:
+        proc.kill()
+        _, stderr = proc.communicate(timeout=10)
+    assert (listing.returncode, helped.returncode) == (0, 0), listing.stderr + helped.stderr
+    assert len(listing.stdout.splitlines()) == 5 and "(...)" in listing.stdout, listing.stdout
+    assert helped.stdout.startswith("[legacy] add(...)\n"), helped.stdout
+    # One logged failure ends with this line; what precedes it says which built-in failed.
+    *failures, rest = stderr.split("AttributeError: module 'inspect' has no attribute 'getargspec'")
+    assert "Traceback" not in rest, stderr  # no other failure was logged
+    inspects = [tb for tb in failures if "in _zerorpc_inspect" in tb]
+    assert (len(inspects), len(failures) - len(inspects)) == (2, 2), stderr
 
 
 # -- serving ----------------------------------------------------------------------------
