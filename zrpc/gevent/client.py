@@ -325,7 +325,7 @@ class Client(_Caller, Node):
             except TimeoutExpired:
                 call.future.set_exception(TimeoutExpired(timeout, self._calling(method) + " (no server took it)"))
                 return call.future
-            call.last_sent = call.last_recv = time.monotonic()
+            call.last_sent = call.last_recv = call.last_ping = time.monotonic()
         self._table.add(call)
         if timeout is not None:
             call.timer = self._hub_loop.timer(max(start + timeout - call.last_sent, 0.0))
