@@ -130,3 +130,54 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float
             return True
         gevent.sleep(step)
     return predicate()
+
+
+# -- zerorpc-node (tests/node/) --------------------------------------------------------
+NODE_PEERS = os.path.join(ROOT, "tests", "node")
+#: Bound on tests/node/install.sh (npm ci, compiling zeromq's addon, maybe apt-get).
+NODE_INSTALL_TIMEOUT = 600
+
+
+@pytest.fixture(scope="session")
+def node_peers() -> str:
+    """tests/node/ with zerorpc-node 0.9.8 installed: runs tests/node/install.sh on first use.
+
+    Reuses node_modules while it matches package-lock.json (a stamp holds the
+    lock's hash). Skips only when node or npm is not on PATH; a failed install
+    fails the test with the installer's output.
+    """
+    import hashlib
+    import shutil
+
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"the zerorpc-node interop tests need {' and '.join(missing)} on PATH")
+    with open(os.path.join(NODE_PEERS, "package-lock.json"), "rb") as f:
+        lock_hash = hashlib.sha256(f.read()).hexdigest()
+    stamp = os.path.join(NODE_PEERS, "node_modules", ".zrpc-installed")
+
+    def installed() -> bool:
+        try:
+            with open(stamp) as f:
+                if f.read().strip() != lock_hash:
+                    return False
+        except OSError:
+            return False
+        probe = subprocess.run(["node", "-e", "require('zerorpc')"], cwd=NODE_PEERS,
+                               capture_output=True, timeout=60)
+        return probe.returncode == 0
+
+    if not installed():
+        try:
+            run = subprocess.run(["sh", os.path.join(NODE_PEERS, "install.sh")], cwd=NODE_PEERS,
+                                 capture_output=True, text=True, timeout=NODE_INSTALL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"installing zerorpc-node (tests/node/install.sh) took over {NODE_INSTALL_TIMEOUT}s")
+        if run.returncode != 0:
+            pytest.fail(f"installing zerorpc-node failed (sh tests/node/install.sh, exit {run.returncode}):\n"
+                        f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}")
+        with open(stamp, "w") as f:
+            f.write(lock_hash)
+        if not installed():
+            pytest.fail("tests/node/install.sh succeeded but node still cannot load zerorpc")
+    return NODE_PEERS

@@ -16,7 +16,7 @@ def test_due_after_an_interval_of_our_silence_and_lost_after_two_of_theirs():
     table.add(ch)
     due, lost = table.sweep(5.0)
     assert due == [ch] and lost == []
-    table.pinged(ch, 5.0)
+    table.record_ping(ch, 5.0)
     ch.last_recv = 6.0  # the remote spoke
     assert table.sweep(9.0) == ([], [])
     due, lost = table.sweep(16.5)
@@ -29,10 +29,47 @@ def test_silence_counts_from_our_first_ping_like_zerorpc():
     ch = Channel("k", b"id", None, now=0.0)
     table.add(ch)
     assert table.sweep(7.0) == ([ch], [])  # first ping late in the tick: 7 s of silence so far
-    table.pinged(ch, 7.0)
+    table.record_ping(ch, 7.0)
     assert table.sweep(12.0) == ([ch], [])  # not lost 12 s after the request...
-    table.pinged(ch, 12.0)
+    table.record_ping(ch, 12.0)
     assert table.sweep(17.5) == ([], [ch])  # ...but 2 intervals after our first ping
+
+
+def test_a_busy_channel_still_carries_a_heartbeat_every_interval():
+    # zerorpc (node and Python) counts only _zpc_hb as a sign of life: a stream
+    # whose items come every quarter interval must be pinged all the same.
+    interval = 4.0
+    table = ChannelTable(interval)
+    ch = Channel("k", b"id", None, now=0.0)
+    table.add(ch)
+    pings = []
+    now = 0.0
+    for step in range(1, 81):  # 20 intervals, bounded: a fake clock, no sleeping
+        now = step * interval / 4
+        ch.last_sent = now  # a stream item, as Node._send records it
+        ch.last_recv = now  # the reader grants credit and pings back
+        if step % 2 == 0:  # the sweep runs every tick (half an interval)
+            due, lost = table.sweep(now)
+            assert lost == []
+            if due == [ch]:
+                table.record_ping(ch, now)
+                pings.append(now)
+    assert pings, "a busy channel was never pinged"
+    assert pings[0] >= interval  # younger than one interval: never pinged
+    gaps = [b - a for a, b in zip([0.0] + pings, pings)]
+    assert max(gaps) <= 1.5 * interval  # well within the 2 intervals a peer waits
+    assert min(gaps) >= interval  # and no more often than once an interval
+    assert len(pings) == 20
+
+
+def test_a_busy_young_channel_is_never_pinged():
+    table = ChannelTable(5.0)
+    ch = Channel("k", b"id", None, now=100.0)
+    table.add(ch)
+    for t in (101.0, 102.5, 104.0, 104.9):
+        ch.last_sent = t
+        assert table.sweep(t) == ([], [])
+    assert table.sweep(105.0) == ([ch], [])
 
 
 def test_no_heartbeat_means_no_schedule():

@@ -210,25 +210,9 @@ def _invoke(client: Any, method: str, call_args: List[Any], call_kwargs: Dict[st
                 for item in result:
                     out.item(item)
         except (KeyboardInterrupt, BrokenPipeError):
-            result.close()  # tell the server to stop producing
-            _flush_cancel(client)
+            result.close()  # tell the server to stop producing; closing the client flushes it
             raise
     return EXIT_OK
-
-
-def _flush_cancel(client: Any) -> None:
-    """Make sure the stream's cancel left before the socket closes.
-
-    Closing the client does not wait for zmq's I/O thread, and the process may
-    exit before that thread has written a message still queued; a ping
-    answered on the same connection proves the cancel, sent before it, was
-    delivered (with one endpoint; with several, the ping may
-    take another connection and this is only best effort). Bounded by one second.
-    """
-    try:
-        client.with_options(timeout=1.0).call("_zerorpc_ping")
-    except Exception:
-        pass
 
 
 def _list_service(client: Any, out: Output) -> int:

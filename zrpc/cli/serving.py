@@ -143,22 +143,17 @@ def _import_failure(what: str, exc: BaseException, show_traceback: bool, verb: s
     return message
 
 
-_REPLY_DRAIN = 0.2  # seconds; see the WORKAROUND in _run_server
-
-
 def _run_server(server: Any, args: argparse.Namespace) -> int:
     import gevent
 
     for endpoint in server.endpoints:
         print(f"serving {args.target} on {endpoint}", file=sys.stderr, flush=True)
     signals: List[int] = []
-    had_calls = []
 
     def on_signal(signum: int) -> None:
         signals.append(signum)
         name = signal.Signals(signum).name
         if len(signals) == 1:
-            had_calls.append(server.calls_in_flight)
             print(f"zrpc: {name}: stopping; calls in flight have {args.grace:g}s to finish",
                   file=sys.stderr, flush=True)
             server.stop(args.grace)
@@ -168,14 +163,7 @@ def _run_server(server: Any, args: argparse.Namespace) -> int:
 
     handlers = [gevent.signal_handler(sig, on_signal, sig) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
-        server.run()
-        if any(had_calls):
-            # WORKAROUND (zrpc core, see the CLI report): the reply of the last call
-            # stop() waited for may still be queued in zmq when close() runs, and
-            # close() does not wait (its linger, Node.CLOSE_LINGER, runs in the
-            # background): this process may exit before zmq's I/O thread has written
-            # it. Give the I/O thread a moment; remove once the core flushes on close.
-            gevent.sleep(_REPLY_DRAIN)
+        server.run()  # the caller's close() flushes the last replies before the process exits
     finally:
         for handler in handlers:
             handler.cancel()

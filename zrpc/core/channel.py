@@ -11,11 +11,16 @@ Theory of operation
 * Heartbeats are driven by one periodic ``ChannelTable.sweep(now)`` for all
   channels, never by a timer per call. A channel that has been open for less
   than one interval is never pinged, so short calls cost no heartbeat at all.
-  Each sweep returns the channels that are due a ping (we have been quiet
-  for an interval) and those whose remote has been silent for two intervals
-  (lost). As in zerorpc, the remote's silence is counted from our first
-  ping, not from the request: a passive zerorpc client only starts its own
-  heartbeats once it hears ours.
+  Each sweep returns the channels that are due a ping (our last ``_zpc_hb``
+  on it, or its opening, is an interval old) and those whose remote has been
+  silent for two intervals (lost). As in zerorpc, the remote's silence is
+  counted from our first ping, not from the request: a passive zerorpc
+  client only starts its own heartbeats once it hears ours.
+* Other traffic never stands in for a heartbeat: zerorpc (Python and node)
+  counts only ``_zpc_hb`` events as signs of life, so a stream whose items
+  keep flowing still carries a ping every interval. Hence ``last_ping``
+  (when we last sent ``_zpc_hb``) is kept apart from ``last_sent`` (when we
+  last sent anything), and only ``last_ping`` drives the schedule.
 * Flow control (zerorpc's ``_zpc_more``): a sender may send one event per
   unit of credit; each side starts with one. ``StreamWindow`` is the
   receiver's half: it decides when, and how much, credit to grant.
@@ -30,13 +35,17 @@ __all__ = ["Channel", "ChannelTable", "StreamWindow"]
 class Channel:
     """State shared by both ends of a call. Subclassed by the client and server calls."""
 
-    __slots__ = ("key", "channel_id", "peer", "last_sent", "last_recv", "pinged", "__weakref__")
+    __slots__ = ("key", "channel_id", "peer", "last_sent", "last_ping", "last_recv", "pinged", "__weakref__")
 
     def __init__(self, key: Hashable, channel_id: Any, peer: Any, now: float) -> None:
         self.key = key
         self.channel_id = channel_id
         self.peer = peer
+        #: When we last sent any event on the channel (the drivers keep it; heartbeats ignore it).
         self.last_sent = now
+        #: When we last sent ``_zpc_hb`` on it, or when it opened: the heartbeat schedule.
+        self.last_ping = now
+        #: When the remote last sent anything on it.
         self.last_recv = now
         self.pinged = False
 
@@ -72,34 +81,40 @@ class ChannelTable:
 
     @property
     def tick(self) -> Optional[float]:
-        """How often ``sweep`` should run: half an interval keeps pings under 1.5 intervals apart."""
+        """How often ``sweep`` should run: half an interval keeps pings under 1.5 intervals apart.
+
+        Peers give up after two intervals without a ``_zpc_hb``, so that
+        leaves half an interval for delays.
+        """
         return self.interval / 2 if self.interval else None
 
     @staticmethod
-    def pinged(channel: Channel, now: float) -> None:
-        """Record that a heartbeat was sent on ``channel`` at ``now``."""
+    def record_ping(channel: Channel, now: float) -> None:
+        """Record that a heartbeat was sent on ``channel`` at ``now``: the next is due an interval later."""
         if not channel.pinged:
             channel.pinged = True
             channel.last_recv = max(channel.last_recv, now)
-        channel.last_sent = now
+        channel.last_ping = channel.last_sent = now
 
     def sweep(self, now: float) -> Tuple[List[Channel], List[Channel]]:
         """Return (channels due a heartbeat, channels whose remote is lost) at time ``now``.
 
-        The caller sends the pings (and records ``last_sent``) and fails the
-        lost channels; lost channels are not also listed as due.
+        A channel is due once its last ping (or its opening) is an interval
+        old, whatever else was sent on it since. The caller sends the pings
+        (and records them with ``pinged``) and fails the lost channels; lost
+        channels are not also listed as due.
         """
         interval = self.interval
         if not interval:
             return [], []
         due: List[Channel] = []
         lost: List[Channel] = []
-        quiet_limit = now - interval
+        ping_limit = now - interval
         lost_limit = now - 2 * interval
         for channel in self.channels.values():
             if channel.last_recv < lost_limit and channel.pinged:
                 lost.append(channel)
-            elif channel.last_sent <= quiet_limit:
+            elif channel.last_ping <= ping_limit:
                 due.append(channel)
         return due, lost
 

@@ -107,7 +107,8 @@ class ClientSession(Session):
         """The request of ``call`` went out on socket ``index`` of ``count``: the call is in flight."""
         self._next_socket = (index + 1) % count
         call.transport = transport
-        call.last_sent = call.last_recv = now
+        # The heartbeat schedule starts when the request actually went out.
+        call.last_sent = call.last_recv = call.last_ping = now
         self.table.add(call)
 
     def calling(self, method: str) -> str:

@@ -59,7 +59,7 @@ class Session:
         due, lost = table.sweep(now)
         pings = []
         for channel in due:
-            table.pinged(channel, now)
+            table.record_ping(channel, now)
             pings.append((channel, self.encode(channel.channel_id, protocol.HEARTBEAT, [0])))
         for channel in lost:
             table.discard(channel)
