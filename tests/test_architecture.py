@@ -89,8 +89,18 @@ def test_a_socket_that_can_never_read_again_logs_once_and_stops(caplog):
     terminator = threading.Thread(target=context.term)
     with caplog.at_level(logging.ERROR, logger="zrpc"):
         terminator.start()
+        sock = client._transports[0]._sock
+
+        def terminating() -> bool:
+            try:
+                sock.getsockopt(zmq.EVENTS)
+            except zmq.ContextTerminated:
+                return True
+            return False
+
+        assert wait_until(terminating, timeout=10)
         client._transports[0]._readable.set()  # wake the reader as a poll event would
-        assert wait_until(lambda: reader.dead, timeout=5)
+        assert wait_until(lambda: reader.dead, timeout=10)
     client.close()
     terminator.join(10)
     assert not terminator.is_alive()

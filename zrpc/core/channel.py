@@ -101,7 +101,7 @@ class ChannelTable:
 
         A channel is due once its last ping (or its opening) is an interval
         old, whatever else was sent on it since. The caller sends the pings
-        (and records them with ``pinged``) and fails the lost channels; lost
+        (and records them with ``record_ping``) and fails the lost channels; lost
         channels are not also listed as due.
         """
         interval = self.interval
