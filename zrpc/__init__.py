@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from .core.errors import (
+    AuthenticationFailed,
     ClosedError,
     KeywordArgumentsUnsupported,
     LostRemote,
@@ -30,6 +31,7 @@ from .core.errors import (
 )
 from .core.methods import stream
 from .core.protocol import ProtocolError
+from .security import CallInfo, curve_keypair, current_call
 
 __version__ = "0.1.0"
 
@@ -47,6 +49,10 @@ __all__ = [
     "KeywordArgumentsUnsupported",
     "ClosedError",
     "ProtocolError",
+    "AuthenticationFailed",
+    "curve_keypair",
+    "current_call",
+    "CallInfo",
     "__version__",
 ]
 

@@ -19,6 +19,7 @@ from gevent.event import AsyncResult, Event
 from ..core import protocol
 from ..core.channel import Channel, StreamWindow
 from ..core.errors import (
+    AuthenticationFailed,
     ClosedError,
     KeywordArgumentsUnsupported,
     LostRemote,
@@ -26,6 +27,7 @@ from ..core.errors import (
     TimeoutExpired,
 )
 from .node import DEFAULT_MAX_MESSAGE_SIZE, Node, Tracer
+from .security import ClientGuard
 
 __all__ = ["Client", "Future", "Stream", "Batch"]
 
@@ -224,6 +226,10 @@ class Client(_Caller, Node):
     with them because they are set with :meth:`with_options`.
     One client is safely shared by any number of greenlets of one thread.
     ``socket_options`` and ``trace`` are as for :class:`Server`.
+    ``curve_server_key`` (the server's public key: Z85 or a certificate
+    file) turns on CURVE; ``curve_secret_key`` is this client's key (an
+    ephemeral pair is made if None). A refused handshake fails the calls
+    with AuthenticationFailed.
     """
 
     _socket_type = zmq.DEALER
@@ -239,8 +245,12 @@ class Client(_Caller, Node):
         context: Optional[zmq.Context] = None,
         socket_options: Optional[Mapping[int, Any]] = None,
         trace: Optional[Tracer] = None,
+        curve_server_key: Any = None,
+        curve_secret_key: Any = None,
     ) -> None:
         Node.__init__(self, heartbeat, context, max_message_size, socket_options, trace)
+        self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
+        self._socket_setups.append(self._guard.setup)
         self._client = self
         self._next_link = 0
         self._timeout = timeout
@@ -288,6 +298,7 @@ class Client(_Caller, Node):
         for call in list(self._table):
             self._fail(call, ClosedError("the client was closed"))
             self._emit_nowait(call, protocol.CANCEL, [])  # the server stops the work now
+        self._guard.close()
         self._close_io()
 
     def __enter__(self) -> "Client":
@@ -325,6 +336,9 @@ class Client(_Caller, Node):
             except TimeoutExpired:
                 call.future.set_exception(TimeoutExpired(timeout, self._calling(method) + " (no server took it)"))
                 return call.future
+            except AuthenticationFailed as exc:
+                call.future.set_exception(exc)
+                return call.future
             call.last_sent = call.last_recv = time.monotonic()
         self._table.add(call)
         if timeout is not None:
@@ -350,6 +364,9 @@ class Client(_Caller, Node):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(None)
+            failures = [self._guard.failure(link.socket) for link in self._transports]
+            if failures and all(failures):  # every server refused us: waiting cannot help
+                raise AuthenticationFailed(str(failures[0]))
             ready = [link.arm_writable() for link in self._transports]
             if not any(event.is_set() for event in ready):
                 gevent.wait(ready or [Event()], timeout=remaining, count=1)
@@ -409,6 +426,8 @@ class Client(_Caller, Node):
 
     def _remote_error(self, call: _Call, args: Any) -> Exception:
         name, msg, tb = protocol.unwrap_error(args)
+        if name == "AuthenticationFailed":
+            return AuthenticationFailed(msg)
         if call.kwnames and name == "NameError" and protocol.KWCALL in msg:
             return KeywordArgumentsUnsupported(
                 f"{call.method}() was called with keyword arguments ({', '.join(call.kwnames)}), "
@@ -443,6 +462,15 @@ class Client(_Caller, Node):
         self._fail(call, LostRemote(
             f"lost the server while {self._calling(call.method)}: "
             f"no heartbeat for {2 * (self.heartbeat or 0):g}s"))
+
+    def _on_handshake_failed(self, sock: zmq.Socket, exc: AuthenticationFailed) -> None:
+        """A handshake on ``sock`` failed: fail the calls that went to it, wake the calls waiting to send."""
+        for call in list(self._table):
+            if call.link is not None and call.link.socket is sock:  # type: ignore[attr-defined]
+                self._fail(call, exc)  # type: ignore[arg-type]
+        for link in self._transports:
+            if link.socket is sock:
+                link.wake_senders()
 
     def _abandon(self, call: _Call) -> None:
         if self._table.get(call.key) is call:

@@ -23,6 +23,8 @@ from ..core import methods as _methods
 from ..core import protocol
 from ..core.channel import Channel
 from ..core.errors import ClosedError
+from ..security import _CALLS
+from .security import ServerGuard
 from .node import DEFAULT_MAX_MESSAGE_SIZE, Node, Tracer
 from .transport import PeerUnreachable, Transport
 
@@ -46,7 +48,7 @@ class _Cancelled(gevent.GreenletExit):
 
 
 class _ServerCall(Channel):
-    __slots__ = ("envelope", "method", "task", "running", "credit", "credit_ready", "cancelled")
+    __slots__ = ("envelope", "method", "task", "running", "credit", "credit_ready", "cancelled", "frame")
 
     def __init__(self, key: Any, channel_id: Any, envelope: List[bytes], method: str, now: float) -> None:
         super().__init__(key, channel_id, key[0], now)
@@ -57,6 +59,7 @@ class _ServerCall(Channel):
         self.credit = 1
         self.credit_ready: Optional[Event] = None
         self.cancelled: Optional[_Cancelled] = None
+        self.frame: Any = None  # the request's zmq Frame: its connection metadata, for current_call()
 
 
 class Server(Node):
@@ -69,6 +72,12 @@ class Server(Node):
     only methods marked ``@zrpc.stream``. ``socket_options`` ({zmq option:
     value}) are set on the socket before any bind or connect; ``trace(direction,
     header, name, args)`` is called for every event sent and received.
+    Security (see the README's "Security" section): ``curve_secret_key``
+    encrypts every endpoint with CURVE; ``curve_clients`` (public keys, or a
+    directory of certificates re-read when it changes) limits which clients
+    may connect; ``allow_ips``/``deny_ips`` (addresses or CIDR networks)
+    apply with or without CURVE. Inside a method, ``zrpc.current_call()``
+    tells who is calling.
     """
 
     _socket_type = zmq.ROUTER
@@ -86,12 +95,19 @@ class Server(Node):
         context: Optional[zmq.Context] = None,
         socket_options: Optional[Mapping[int, Any]] = None,
         trace: Optional[Tracer] = None,
+        curve_secret_key: Any = None,
+        curve_clients: Any = None,
+        allow_ips: Optional[Iterable[str]] = None,
+        deny_ips: Optional[Iterable[str]] = None,
     ) -> None:
         if methods is None:
             methods = self  # subclass style: class MyService(zrpc.Server)
         if pool_size is not None and pool_size < 1:
             raise ValueError("pool_size must be at least 1 (or None for no limit)")
         super().__init__(heartbeat, context, max_message_size, socket_options, trace)
+        self._guard = ServerGuard.create(context, curve_secret_key, curve_clients, allow_ips, deny_ips)
+        if self._guard is not None:
+            self._socket_setups.append(self._guard.setup)
         # One ROUTER for every endpoint: it routes each reply by the caller's identity.
         self._transport = self._new_transport()
         self.name = name or _methods.service_name(methods)
@@ -167,6 +183,8 @@ class Server(Node):
             return
         self.stop(0)
         self._close_io()
+        if self._guard is not None:
+            self._guard.close()
         idle, self._idle_workers = self._idle_workers, []
         loop = gevent.get_hub().loop
         for waiter in idle:
@@ -228,7 +246,13 @@ class Server(Node):
         if key in self._table.channels:
             log.warning("duplicate message id %r from %r (ignored)", message_id, _peer_repr(peer))
             return
+        frame = self._transport.frame
+        if self._guard is not None and self._guard.revoked(frame):
+            self._reject(envelope, message_id, "AuthenticationFailed",
+                         "this client's key is no longer admitted by the server")
+            return
         call = _ServerCall(key, message_id, envelope, name, time.monotonic())
+        call.frame = frame
         self._table.add(call)
         if self.pool_size is None or self._running < self.pool_size:
             self._launch(call, name, args)
@@ -286,6 +310,8 @@ class Server(Node):
 
     def _serve(self, call: _ServerCall, name: str, args: Any) -> None:
         call.running = True
+        worker = gevent.getcurrent()
+        _CALLS[worker] = call  # zrpc.current_call() looks the call up by greenlet
         try:
             try:
                 if call.cancelled is not None:
@@ -312,6 +338,8 @@ class Server(Node):
                 self._reply_error(call, exc)
         finally:
             call.running = False  # from here on, no cancel may reach this greenlet
+            call.frame = None
+            _CALLS.pop(worker, None)
             self._table.discard(call)
             self._running -= 1
             self._next()

@@ -86,6 +86,8 @@ class Transport:
         self._watcher = get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
         self._watcher.start(self._poll)
         self.endpoints: List[str] = []
+        #: While ``on_frames`` runs: the zmq Frame of the message's last part (connection metadata).
+        self.frame: Optional[zmq.Frame] = None
 
     # -- endpoints -------------------------------------------------------
     def bind(self, endpoint: str) -> str:
@@ -114,6 +116,15 @@ class Transport:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The zmq socket (for its identity; do not send or receive on it)."""
+        return self._sock
+
+    def wake_senders(self) -> None:
+        """Wake greenlets waiting to send, so they re-check why they cannot (e.g. a failed handshake)."""
+        self._writable.set()
 
     def close(self, linger: float = 0.0) -> None:
         """Release the socket now; blocked senders raise ClosedError.
@@ -182,10 +193,12 @@ class Transport:
                 frames.append(frame.bytes)
                 frame = recv(_NOBLOCK, copy=False)
             frames.append(frame.buffer)
+            self.frame = frame  # the payload Frame, for its metadata (Peer-Address, User-Id)
             try:
                 on_frames(frames)
             except Exception:
                 log.exception("error while handling an incoming message (ignored)")
+            self.frame = None
             burst += 1
             if burst >= _BURST:
                 burst = 0
