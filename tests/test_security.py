@@ -343,3 +343,62 @@ def test_two_curve_servers_share_one_context_each_with_its_policy(serve, client_
     # closing one server leaves the other's ZAP handler running
     serve.servers[1].close()
     assert client_factory(a, curve_server_key=a_pub, curve_secret_key=c_sec, timeout=10).add(2, 2) == 4
+
+
+# -- the command line ------------------------------------------------------------
+def _cli(*args, cwd=ROOT, timeout=30):
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([sys.executable, "-m", "zrpc", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env)
+
+
+def test_cli_keygen_serve_and_call_with_curve(tmp_path):
+    from conftest import free_tcp_endpoint
+
+    for name in ("server", "alice", "bob"):
+        out = _cli("keygen", str(tmp_path / name))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().encode() == zmq.auth.load_certificate(str(tmp_path / f"{name}.key"))[0]
+        assert stat.S_IMODE(os.stat(tmp_path / f"{name}.key_secret").st_mode) == 0o600
+    again = _cli("keygen", str(tmp_path / "server"))
+    assert again.returncode == 2 and "exists" in again.stderr
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    os.link(tmp_path / "alice.key", clients / "alice.key")
+
+    endpoint = free_tcp_endpoint()
+    env = {**os.environ}
+    env.pop("PYTHONPATH", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "zrpc", "serve", "--bind", endpoint,
+         "--curve-secret", str(tmp_path / "server.key_secret"), "--curve-clients", str(clients),
+         "--allow-ip", "127.0.0.0/8", "--deny-ip", "127.0.0.9", "examples.hello_server:Hello"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        line = server.stderr.readline()  # "serving ... on ENDPOINT" (or the error that stopped it)
+        assert line.startswith("serving "), line + server.stderr.read()
+        server_key = str(tmp_path / "server.key")
+        ok = _cli("--curve-server-key", server_key, "--curve-secret", str(tmp_path / "alice.key_secret"),
+                  "-j", endpoint, "add", "2", "3")
+        assert (ok.returncode, ok.stdout) == (0, "5\n"), ok.stderr
+        z85 = zmq.auth.load_certificate(server_key)[0].decode()
+        ok2 = _cli("--curve-server-key", z85, "--curve-secret", str(tmp_path / "alice.key_secret"),
+                   endpoint, "hello", "curve")
+        assert ok2.returncode == 0 and "curve" in ok2.stdout, ok2.stderr
+        refused = _cli("--curve-server-key", server_key, "--curve-secret", str(tmp_path / "bob.key_secret"),
+                       "-t", "10", endpoint, "add", "1", "2")
+        assert refused.returncode == 7 and "authentication failed" in refused.stderr, refused.stderr
+        wrong = _cli("--curve-server-key", str(tmp_path / "bob.key"), "-t", "10", endpoint, "add", "1", "2")
+        assert wrong.returncode == 7, wrong.stderr
+        plain = _cli("-t", "1", endpoint, "add", "1", "2")
+        assert plain.returncode == 3, plain.stderr  # a plaintext call never gets through
+        bad = _cli("--curve-server-key", str(tmp_path / "nope.key"), endpoint, "add")
+        assert bad.returncode == 2 and "neither" in bad.stderr
+        secret_missing = _cli("--curve-server-key", server_key, "--curve-secret", server_key, endpoint, "add")
+        assert secret_missing.returncode == 2 and "no secret key" in secret_missing.stderr
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
+    bad_net = _cli("serve", "--bind", endpoint, "--allow-ip", "300.1.1.1", "examples.hello_server:Hello")
+    assert bad_net.returncode == 2 and "--allow-ip" in bad_net.stderr, bad_net.stderr

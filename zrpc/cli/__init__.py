@@ -19,6 +19,8 @@ import signal
 import sys
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
+from . import security as _security
+
 __all__ = ["main"]
 
 # -- exit statuses (documented in --help; tests rely on them) --------------------
@@ -41,6 +43,7 @@ exit status:
   4    lost the server: no heartbeat for two --heartbeat intervals
   5    keyword arguments (-k) sent to a server that cannot take them (plain zerorpc)
   6    the server's reply could not be understood (protocol error)
+""" + _security.EXIT_STATUS_LINE + """\
   130  interrupted (Ctrl-C); a stream being received is cancelled on the server
   141  stdout was closed early (e.g. piped into head)
 """
@@ -192,6 +195,7 @@ def _call_parser() -> _Parser:
     output.add_argument("--indent", type=int, default=None, metavar="N",
                         help="pretty-print a (non-stream) result with N spaces of indentation")
     _add_connection_options(parser)
+    _security.add_client_options(parser)
     _add_common_options(parser)
     return parser
 
@@ -215,6 +219,7 @@ def _serve_parser() -> _Parser:
                         help="on SIGINT/SIGTERM, let calls in flight finish for up to SECONDS"
                              " (default: 10)")
     _add_connection_options(parser)
+    _security.add_server_options(parser)
     _add_common_options(parser)
     return parser
 
@@ -227,6 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if argv and argv[0] == "serve":
             return _serve(argv[1:])
+        if argv and argv[0] == "keygen":
+            return _security.keygen(argv[1:])
         return _call(argv)
     except UsageError as exc:
         return _fail(EXIT_USAGE, str(exc))
@@ -357,7 +364,8 @@ def _call(argv: List[str]) -> int:
 
     import zrpc
 
-    client = zrpc.Client(None, timeout=args.timeout or None, heartbeat=args.heartbeat or None)
+    client = zrpc.Client(None, timeout=args.timeout or None, heartbeat=args.heartbeat or None,
+                         **_security.client_kwargs(args))
     interrupt = _interrupt_main_on_sigint()
     try:
         _link(client, endpoints, announce_binds=True)
@@ -380,6 +388,8 @@ def _call(argv: List[str]) -> int:
         return _fail(EXIT_TIMEOUT, f"{exc} (is the server up? a slow method needs a longer --timeout)")
     except zrpc.LostRemote as exc:
         return _fail(EXIT_LOST, str(exc))
+    except zrpc.AuthenticationFailed as exc:
+        return _security.auth_failed(exc)
     except zrpc.ProtocolError as exc:
         return _fail(EXIT_PROTOCOL, f"bad reply from the server: {exc}")
     except zrpc.ZrpcError as exc:
@@ -770,7 +780,7 @@ def _serve(argv: List[str]) -> int:
         print(f"zrpc: warning: {args.target} has no public callables to serve", file=sys.stderr)
 
     server = zrpc.Server(obj, name=args.name, heartbeat=args.heartbeat or None,
-                         pool_size=args.pool_size)
+                         pool_size=args.pool_size, **_security.server_kwargs(args))
     try:
         _link(server, _links(args.connect, args.bind))
         return _run_server(server, args)

@@ -74,13 +74,25 @@ class ZapDriver:
         self._sock = context.socket(zmq.REP)
         self._sock.linger = 0
         try:
-            self._sock.bind(_ZAP_ENDPOINT)
+            self._bind()
         except zmq.ZMQError as exc:
             self._sock.close()
             raise RuntimeError(f"cannot serve ZAP on this zmq context ({exc}): another ZAP handler "
                                "(e.g. zmq.auth's) is already bound to it; give zrpc its own context") from None
         self._closed = False
         self._greenlet = gevent.spawn(_drain, self._sock, self._answer, lambda: self._closed)
+
+    def _bind(self) -> None:
+        # A driver closed just before may still hold the inproc name for a moment
+        # (zmq releases it in its reaper thread): retry briefly before giving up.
+        for attempt in range(200):
+            try:
+                self._sock.bind(_ZAP_ENDPOINT)
+                return
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or attempt == 199:
+                    raise
+                gevent.sleep(0.005)
 
     @classmethod
     def register(cls, context: zmq.Context, zap_policy: policy.ZapPolicy) -> bytes:
@@ -121,6 +133,10 @@ class ZapDriver:
         self._closed = True
         if self._greenlet is not gevent.getcurrent():
             self._greenlet.kill(block=False)
+        try:
+            self._sock.unbind(_ZAP_ENDPOINT)  # frees the name now, for the next driver
+        except zmq.ZMQError:
+            pass
         self._sock.close(linger=0)
 
 
