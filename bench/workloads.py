@@ -66,10 +66,14 @@ class _Adapter:
 
 
 class _Zrpc(_Adapter):
+    #: the server's CURVE public key when the case runs with CURVE (set by main from the params)
+    curve_server_key: Optional[str] = None
+
     def __init__(self, endpoint: str, timeout: float, heartbeat: Optional[float], context: Any = None):
         import zrpc
 
-        self.client = zrpc.Client(endpoint, timeout=timeout, heartbeat=heartbeat, context=context)
+        self.client = zrpc.Client(endpoint, timeout=timeout, heartbeat=heartbeat, context=context,
+                                  curve_server_key=self.curve_server_key)
         self.call = self.client.call
         self.call_async = self.client.call_async
 
@@ -463,6 +467,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p = json.loads(params)
     pid = int(server_pid)
     budget = p.get("budget", 120)
+    _Zrpc.curve_server_key = p.get("curve_server_key")
     try:
         with gevent.Timeout(budget, RuntimeError(f"{workload} took longer than its budget of {budget}s")):
             if workload == "idle":
