@@ -198,6 +198,10 @@ def targets() -> List[Target]:
                "stream-slow.client_growth_kib", "zrpc", "<", 1024, " KiB"),
         Target("heartbeats free for short calls: seq hb=5 / hb=None >= 0.9",
                "seq.heartbeat_ratio", "zrpc", ">=", 0.9),
+        Target("CURVE costs at most 25%: seq calls/s CURVE / plain >= 0.75",
+               "seq.curve_ratio", "zrpc", ">=", 0.75),
+        Target("CURVE costs at most 25%: conc calls/s CURVE / plain >= 0.75",
+               "conc.curve_ratio", "zrpc", ">=", 0.75),
     ]
 
 

@@ -54,6 +54,8 @@ class Case:
     overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: cases of one group are interleaved run by run (a ratio between them compares neighbours)
     group: Optional[str] = None
+    #: run server and client with CURVE encryption (a fresh key pair per run; zrpc only)
+    curve: bool = False
 
     def params_for(self, framework: str) -> Dict[str, Any]:
         p = {"timeout": CALL_TIMEOUT, "heartbeat": self.heartbeat, "budget": 120, **self.params}
@@ -75,8 +77,11 @@ def plan(quick: bool, only: Sequence[str] = WORKLOAD_NAMES) -> List[Case]:
         p = {"duration": duration, "max_calls": 1_000_000}
         cases.append(Case("seq", "seq", p, group="seq"))
         cases.append(Case("seq-hb0", "seq", p, frameworks=("zrpc", "zerorpc"), heartbeat=None, group="seq"))
+        cases.append(Case("seq-curve", "seq", p, frameworks=("zrpc",), curve=True, group="seq"))
     if "conc" in only:
-        cases.append(Case("conc", "conc", {"duration": duration, "callers": 64, "max_calls": 10_000_000}))
+        p = {"duration": duration, "callers": 64, "max_calls": 10_000_000}
+        cases.append(Case("conc", "conc", p, group="conc"))
+        cases.append(Case("conc-curve", "conc", p, frameworks=("zrpc",), curve=True, group="conc"))
     if "sleep" in only:
         for n in (1_000,) if quick else (1_000, 10_000, 50_000):
             overrides = {}
@@ -130,6 +135,15 @@ def rows_for(cases: Sequence[Case]) -> List[Row]:
             Row("conc 64 callers", "server CPU µs/call", "conc", "server_cpu_us_per_call", "us"),
             Row("conc 64 callers", "  of which Python thread", "conc", "server_main_cpu_us_per_call", "us"),
         ]
+    for case_id, w in (("seq-curve", "seq CURVE"), ("conc-curve", "conc 64 callers CURVE")):
+        if case_id in ids:
+            plain = case_id.split("-")[0]
+            rows += [
+                Row(w, "calls/s", case_id, "calls_per_s", "rate", frameworks=("zrpc",)),
+                Row(w, "calls/s CURVE ÷ plain (1.0 = free)", case_id, "calls_per_s", "ratio",
+                    over_case=plain, frameworks=("zrpc",), key=f"{plain}.curve_ratio"),
+                Row(w, "server CPU µs/call", case_id, "server_cpu_us_per_call", "us", frameworks=("zrpc",)),
+            ]
     for case in cases:
         if case.workload == "sleep":
             n = case.params["n"]
@@ -211,13 +225,15 @@ class Runner:
         self.verbose = verbose
         self._count = 0
 
-    def _start_server(self, framework: str, heartbeat: Optional[float]) -> Tuple[subprocess.Popen, str, str]:
+    def _start_server(self, framework: str, heartbeat: Optional[float],
+                      curve_secret: Optional[str] = None) -> Tuple[subprocess.Popen, str, str]:
         self._count += 1
         err_path = os.path.join(self.log_dir, f"server-{self._count}-{framework}.err")
+        curve = ["--curve-secret", curve_secret] if curve_secret else []
         with open(err_path, "wb") as err:
             proc = self.children.add(subprocess.Popen(
                 [sys.executable, "-m", "bench.servers", framework,
-                 "--heartbeat", "none" if heartbeat is None else str(heartbeat)],
+                 "--heartbeat", "none" if heartbeat is None else str(heartbeat), *curve],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 cwd=ROOT, env=_env(), start_new_session=True,
             ))
@@ -239,7 +255,13 @@ class Runner:
     def measure(self, case: Case, framework: str) -> Dict[str, Any]:
         """One run of ``case`` on ``framework`` in fresh server and client processes."""
         params = case.params_for(framework)
-        server, endpoint, server_err = self._start_server(framework, case.heartbeat)
+        secret = None
+        if case.curve:
+            import zmq
+
+            public, secret_key = zmq.curve_keypair()
+            secret, params["curve_server_key"] = secret_key.decode(), public.decode()
+        server, endpoint, server_err = self._start_server(framework, case.heartbeat, secret)
         client = None
         try:
             err_path = server_err.replace("server-", "client-")

@@ -59,7 +59,7 @@ def _numbers(n):
     return iter(range(min(int(n), MAX_STREAM)))
 
 
-def serve_zrpc(heartbeat: Optional[float]) -> None:
+def serve_zrpc(heartbeat: Optional[float], curve_secret: Optional[str] = None) -> None:
     import zrpc
 
     class Service:
@@ -76,7 +76,7 @@ def serve_zrpc(heartbeat: Optional[float]) -> None:
         def numbers(self, n):
             return _numbers(n)
 
-    server = zrpc.Server(Service(), name="bench", heartbeat=heartbeat)
+    server = zrpc.Server(Service(), name="bench", heartbeat=heartbeat, curve_secret_key=curve_secret)
     _ready(server.bind(ENDPOINT))
     server.run()
 
@@ -127,10 +127,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
     parser.add_argument("framework", choices=FRAMEWORKS)
     parser.add_argument("--heartbeat", type=_heartbeat, default=5.0)
+    parser.add_argument("--curve-secret", default=None, help="serve with CURVE (zrpc only): the secret key, Z85")
     args = parser.parse_args(argv)
     die_with_parent()
     raise_nofile()
     serve = {"zrpc": serve_zrpc, "zerorpc": serve_zerorpc, "baseline": serve_baseline}[args.framework]
+    if args.curve_secret:
+        if args.framework != "zrpc":
+            parser.error("--curve-secret is for zrpc only")
+        serve_zrpc(args.heartbeat, args.curve_secret)
+        return
     serve(args.heartbeat)
 
 

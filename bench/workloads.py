@@ -66,10 +66,14 @@ class _Adapter:
 
 
 class _Zrpc(_Adapter):
+    #: the server's CURVE public key when the case runs with CURVE (set by main from the params)
+    curve_server_key: Optional[str] = None
+
     def __init__(self, endpoint: str, timeout: float, heartbeat: Optional[float], context: Any = None):
         import zrpc
 
-        self.client = zrpc.Client(endpoint, timeout=timeout, heartbeat=heartbeat, context=context)
+        self.client = zrpc.Client(endpoint, timeout=timeout, heartbeat=heartbeat, context=context,
+                                  curve_server_key=self.curve_server_key)
         self.call = self.client.call
         self.call_async = self.client.call_async
 
@@ -409,7 +413,8 @@ def batch(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
 def idle(framework: str, endpoint: str, server_pid: int, p: Dict[str, Any]) -> Result:
     """``n`` clients, each one connection that made one ping and then stays idle: server KiB per client."""
     n, time_limit, timeout = p["n"], p["time_limit"], p["timeout"]
-    context = _shared_context(framework, n + 64)
+    # zrpc clients watch their connections with a socket monitor: two more zmq sockets each.
+    context = _shared_context(framework, 3 * n + 64)
     heartbeat = p.get("heartbeat", 5.0)
     first = connect(framework, endpoint, timeout, heartbeat, context)
     for _ in range(20):
@@ -463,6 +468,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p = json.loads(params)
     pid = int(server_pid)
     budget = p.get("budget", 120)
+    _Zrpc.curve_server_key = p.get("curve_server_key")
     try:
         with gevent.Timeout(budget, RuntimeError(f"{workload} took longer than its budget of {budget}s")):
             if workload == "idle":

@@ -14,7 +14,7 @@ WORKLOAD_ROWS = ("seq", "conc", "sleep", "big", "stream", "batch", "idle")
 CASES = {
     "seq": FRAMEWORKS, "seq-hb0": ("zrpc", "zerorpc"), "conc": FRAMEWORKS, "sleep-1000": FRAMEWORKS,
     "big-1MiB": FRAMEWORKS, "stream-fast": ("zrpc", "zerorpc"), "stream-slow": ("zrpc", "zerorpc"),
-    "batch": FRAMEWORKS, "idle": FRAMEWORKS,
+    "batch": FRAMEWORKS, "idle": FRAMEWORKS, "seq-curve": ("zrpc",), "conc-curve": ("zrpc",),
 }
 
 

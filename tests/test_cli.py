@@ -193,7 +193,7 @@ def test_help_documents_usage_and_exit_statuses() -> None:
                      "--traceback", "--debug", "zrpc serve", "exit status:"):
         assert fragment in proc.stdout, fragment
     statuses = re.findall(r"^  (\d+) ", proc.stdout, re.M)
-    assert statuses == ["0", "1", "2", "3", "4", "5", "6", "130", "141"]
+    assert statuses == ["0", "1", "2", "3", "4", "5", "6", "7", "130", "141"]
     serve_help = run("serve", "--help")
     assert serve_help.returncode == 0
     for fragment in ("MODULE[:OBJECT]", "--pool-size", "--grace", "--name", "SIGTERM", "exit status:"):

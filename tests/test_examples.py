@@ -55,3 +55,11 @@ def test_stream_example():
 
 def test_batch_example():
     assert run_example("batch.py") == ["batch [1, 2, 3] ... 1000 RemoteError"]
+
+
+def test_secure_example():
+    assert run_example("secure.py") == [
+        "admin: 127.0.0.1 admin 42",
+        "user: 127.0.0.1 user -> PermissionError: admins only",
+        "stranger: refused",
+    ]

@@ -11,7 +11,7 @@ from zrpc.core import protocol
 from zrpc.core.client_session import END, ERROR, ITEM, RESULT, ClientSession
 from zrpc.core.errors import KeywordArgumentsUnsupported, LostRemote, RemoteError
 from zrpc.core.methods import MethodTable, stream
-from zrpc.core.server_session import CANCEL, CANCELLED_BY_CALLER, CREDIT, SEND, START, ServerSession
+from zrpc.core.server_session import CANCEL, CANCELLED_BY_CALLER, CREDIT, QUEUED, SEND, START, ServerSession
 
 
 class Service:
@@ -118,7 +118,7 @@ def test_pool_queues_beyond_pool_size_and_hands_out_in_order():
     first = to_server(server, call(client, "add", 1)[1])
     assert first[0] == START
     queued = [to_server(server, call(client, "add", i)[1]) for i in range(3)]
-    assert queued == [None, None, None] and server.calls_in_flight == 4
+    assert [a[0] for a in queued] == [QUEUED] * 3 and server.calls_in_flight == 4
     nxt = server.finished(first[1])
     assert len(nxt) == 1 and nxt[0].args == [0] and server.calls_in_flight == 3
     # A queued call cancelled by its caller is skipped, never started.

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from .core.errors import (
+    AuthenticationFailed,
     ClosedError,
     KeywordArgumentsUnsupported,
     LostRemote,
@@ -47,6 +48,10 @@ __all__ = [
     "KeywordArgumentsUnsupported",
     "ClosedError",
     "ProtocolError",
+    "AuthenticationFailed",
+    "curve_keypair",
+    "current_call",
+    "CallInfo",
     "__version__",
 ]
 
@@ -54,10 +59,18 @@ __all__ = [
 logging.getLogger("zrpc").addHandler(logging.NullHandler())
 
 _GEVENT_NAMES = frozenset(("Server", "Client", "Future", "Stream", "Batch"))
+#: Security helpers need pyzmq (zmq.auth), so they load on first use too.
+_SECURITY_NAMES = frozenset(("CallInfo", "curve_keypair", "current_call"))
 
 
 def __getattr__(name: str) -> Any:
     """PEP 562: load the gevent driver only when one of its classes is first used."""
+    if name in _SECURITY_NAMES:
+        from . import security
+
+        value = getattr(security, name)
+        globals()[name] = value
+        return value
     if name in _GEVENT_NAMES:
         from . import gevent as driver
 
@@ -68,4 +81,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list:
-    return sorted(set(globals()) | _GEVENT_NAMES)
+    return sorted(set(globals()) | _GEVENT_NAMES | _SECURITY_NAMES)

@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Dict, Optional, Protocol, Sequence
 
-from . import calling, serving
+from . import calling, security, serving
 from .parsing import UsageError
 from .status import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, fail
 
@@ -43,6 +43,7 @@ class Subcommand(Protocol):
 #: usage of :mod:`.calling`.
 SUBCOMMANDS: Dict[str, Subcommand] = {
     "serve": serving,
+    "keygen": security.Keygen,
 }
 
 

@@ -140,6 +140,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return fail(EXIT_TIMEOUT, f"{exc} (is the server up? a slow method needs a longer --timeout)")
     except zrpc.LostRemote as exc:
         return fail(EXIT_LOST, str(exc))
+    except zrpc.AuthenticationFailed as exc:
+        from .security import auth_failed
+
+        return auth_failed(exc)
     except zrpc.ProtocolError as exc:
         return fail(EXIT_PROTOCOL, f"bad reply from the server: {exc}")
     except zrpc.ZrpcError as exc:

@@ -38,14 +38,20 @@ def add_connection_options(parser: argparse.ArgumentParser, role: str) -> argpar
                        help="bind ENDPOINT and let the peer connect (repeatable)")
     group.add_argument("--heartbeat", type=seconds, default=5.0, metavar="SECONDS",
                        help="heartbeat interval, should match the peer's; 0 disables (default: 5)")
+    from . import security
+
+    (security.add_client_options if role == CLIENT else security.add_server_options)(parser)
     return group
 
 
 def _node_options(args: argparse.Namespace, role: str) -> Dict[str, Any]:
     """Constructor arguments common to the Client and the Server, from the parsed options."""
+    from . import security
+
     return {
         "heartbeat": args.heartbeat or None,
         "trace": print_event if args.debug else None,
+        **(security.client_kwargs(args) if role == CLIENT else security.server_kwargs(args)),
     }
 
 

@@ -9,7 +9,7 @@ import sys
 
 __all__ = [
     "EXIT_OK", "EXIT_REMOTE", "EXIT_USAGE", "EXIT_TIMEOUT", "EXIT_LOST", "EXIT_KWARGS",
-    "EXIT_PROTOCOL", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "EXIT_STATUS_HELP", "fail",
+    "EXIT_PROTOCOL", "EXIT_AUTH", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "EXIT_STATUS_HELP", "fail",
 ]
 
 EXIT_OK = 0
@@ -19,6 +19,7 @@ EXIT_TIMEOUT = 3       # no reply within --timeout
 EXIT_LOST = 4          # the server went silent (no heartbeat) during the call
 EXIT_KWARGS = 5        # keyword arguments sent to a server that cannot take them (zerorpc)
 EXIT_PROTOCOL = 6      # the reply could not be understood (protocol error, other zrpc failure)
+EXIT_AUTH = 7          # the server refused this client (CURVE key, IP rules), or wrong server key
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_BROKEN_PIPE = 141  # stdout closed early, e.g. `| head` (128 + SIGPIPE)
 
@@ -31,6 +32,7 @@ exit status:
   4    lost the server: no heartbeat for two --heartbeat intervals
   5    keyword arguments (-k) sent to a server that cannot take them (plain zerorpc)
   6    the server's reply could not be understood (protocol error)
+  7    authentication failed: the server refused this client, or wrong --curve-server-key
   130  interrupted (Ctrl-C); a stream being received is cancelled on the server
   141  stdout was closed early (e.g. piped into head)
 """

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import protocol
 from .channel import Channel, StreamWindow
-from .errors import KeywordArgumentsUnsupported, LostRemote, RemoteError, TimeoutExpired
+from .errors import AuthenticationFailed, KeywordArgumentsUnsupported, LostRemote, RemoteError, TimeoutExpired
 from .session import Session, Tracer
 
 __all__ = ["ClientSession", "ClientCall", "RESULT", "ERROR", "ITEM", "END"]
@@ -169,6 +169,8 @@ class ClientSession(Session):
                 "but the server cannot take them (it is a zerorpc server, not zrpc): "
                 "pass them positionally"
             )
+        if name == "AuthenticationFailed":
+            return AuthenticationFailed(msg)
         return RemoteError(name, msg, tb)
 
     def finish(self, call: ClientCall) -> None:

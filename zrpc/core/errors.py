@@ -10,6 +10,7 @@ __all__ = [
     "LostRemote",
     "KeywordArgumentsUnsupported",
     "ClosedError",
+    "AuthenticationFailed",
 ]
 
 
@@ -50,3 +51,11 @@ class KeywordArgumentsUnsupported(ZrpcError, TypeError):
 
 class ClosedError(ZrpcError):
     """The client or server was closed while the operation was waiting."""
+
+
+class AuthenticationFailed(ZrpcError, PermissionError):
+    """The security handshake failed: the server refused this client (key or address), or the keys do not match.
+
+    Check the server's public key (curve_server_key), that this client's
+    public key is among the server's curve_clients, and its IP rules.
+    """

@@ -9,6 +9,7 @@ with the clock, and acts on the one action it returns:
 action    meaning                                the driver
 ========  =====================================  ===========================
 START     a call may run now                     runs ``call`` in a task
+QUEUED    a call waits for room in the pool      notes what it knows of it
 SEND      an answer outside any running call     sends the frames, no wait
 CREDIT    the caller granted stream credit       wakes the call's sender
 CANCEL    the caller gave up on a call           interrupts the call's task
@@ -36,11 +37,11 @@ from .channel import Channel
 from .methods import MethodTable
 from .session import Session, Tracer
 
-__all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "SEND", "CREDIT", "CANCEL"]
+__all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "QUEUED", "SEND", "CREDIT", "CANCEL"]
 
 log = logging.getLogger("zrpc.server")
 
-START, SEND, CREDIT, CANCEL = "start", "send", "credit", "cancel"
+START, QUEUED, SEND, CREDIT, CANCEL = "start", "queued", "send", "credit", "cancel"
 
 _MAX_CREDIT = 1 << 20
 
@@ -65,12 +66,13 @@ SERVER_STOPPED = Cancellation("server stopped", ("ServerStopped", "the server st
 class ServerCall(Channel):
     """One call being served: its envelope, request, credit and fate.
 
-    ``task`` and ``credit_ready`` belong to the driver (its task and the
-    waiter of a sender out of credit); the session never looks at them.
+    ``task``, ``credit_ready`` and ``connection`` belong to the driver (its
+    task, the waiter of a sender out of credit, the connection's metadata);
+    the session never looks at them.
     """
 
     __slots__ = ("envelope", "method", "args", "credit", "waiting", "running", "cancelled", "task",
-                 "credit_ready")
+                 "credit_ready", "connection")
 
     def __init__(self, key: Hashable, channel_id: Any, envelope: List[bytes], method: str, args: Any,
                  now: float) -> None:
@@ -84,6 +86,7 @@ class ServerCall(Channel):
         self.cancelled: Optional[Cancellation] = None
         self.task: Any = None
         self.credit_ready: Any = None
+        self.connection: Any = None  # the driver's handle on the caller's connection metadata
 
 
 class ServerSession(Session):
@@ -173,7 +176,7 @@ class ServerSession(Session):
         self._backlog.append(call)
         call.waiting = True
         self.queued += 1
-        return None
+        return (QUEUED, call)
 
     def _grant(self, call: ServerCall, args: Any) -> Optional[Action]:
         try:

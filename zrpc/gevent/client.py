@@ -18,9 +18,10 @@ import zmq
 from gevent.event import AsyncResult, Event
 
 from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
-from ..core.errors import ClosedError, TimeoutExpired
+from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from .node import Node
+from .security import ClientGuard
 from .transport import Transport
 
 __all__ = ["Client", "Future", "Stream", "Batch"]
@@ -193,6 +194,10 @@ class Client(_Caller, Node):
     with them because they are set with :meth:`with_options`.
     One client is safely shared by any number of greenlets of one thread.
     ``socket_options`` and ``trace`` are as for :class:`Server`.
+    ``curve_server_key`` (the server's public key: Z85 or a certificate
+    file) turns on CURVE; ``curve_secret_key`` is this client's key (an
+    ephemeral pair is made if None). A refused handshake fails the calls
+    with AuthenticationFailed.
     """
 
     _socket_type = zmq.DEALER
@@ -208,11 +213,15 @@ class Client(_Caller, Node):
         context: Optional[zmq.Context] = None,
         socket_options: Optional[Mapping[int, Any]] = None,
         trace: Optional[Tracer] = None,
+        curve_server_key: Any = None,
+        curve_secret_key: Any = None,
     ) -> None:
         session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
                                 max_message_size=max_message_size, trace=trace)
         Node.__init__(self, session, context, socket_options)
         self._session: ClientSession = session
+        self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
+        self._socket_setups.append(self._guard.setup)
         self._client = self
         self._timeout = timeout
         self._hub_loop = gevent.get_hub().loop
@@ -236,7 +245,7 @@ class Client(_Caller, Node):
         Each endpoint gets its own socket, so a call's later events reach the
         server that took it (one shared DEALER would scatter them).
         """
-        connected = self._new_transport().connect(endpoint)
+        connected = self._watched_transport().connect(endpoint)
         self._session.endpoints.append(connected)
         return connected
 
@@ -246,9 +255,23 @@ class Client(_Caller, Node):
         Use one server per bound endpoint: several servers behind one bound
         socket would share its round robin, as with zerorpc.
         """
-        bound = self._new_transport().bind(endpoint)
+        bound = self._watched_transport().bind(endpoint)
         self._session.endpoints.append(bound)
         return bound
+
+    def _watched_transport(self) -> Transport:
+        transport = self._new_transport()
+        transport.on_event = self._guard.watch(transport.socket)
+        return transport
+
+    def _on_handshake_failed(self, sock: zmq.Socket, exc: AuthenticationFailed) -> None:
+        """A handshake on ``sock`` failed: fail the calls that went to it, wake the calls waiting to send."""
+        for call in self._session.open_calls():
+            if call.transport is not None and call.transport.socket is sock:
+                self._fail(call, exc)
+        for transport in self._transports:
+            if transport.socket is sock:
+                transport.wake_senders()
 
     def with_options(self, *, timeout: Any = _UNSET) -> _Caller:
         """A view of this client (same connection) whose calls use these options.
@@ -272,6 +295,7 @@ class Client(_Caller, Node):
             self._fail(call, ClosedError("the client was closed"))
             if cancel is not None:
                 self._send_nowait(call, cancel)  # the server stops the work now
+        self._guard.close()
         self._close_io()
 
     def __enter__(self) -> "Client":
@@ -302,6 +326,9 @@ class Client(_Caller, Node):
                 future.set_exception(TimeoutExpired(
                     timeout, self._session.calling(method) + " (no server took it)"))
                 return future
+            except AuthenticationFailed as exc:
+                future.set_exception(exc)
+                return future
         if timeout is not None:
             call.timer = self._hub_loop.timer(max(start + timeout - call.last_sent, 0.0))
             call.timer.start(self._expire, call)
@@ -321,13 +348,18 @@ class Client(_Caller, Node):
     def _send_request_slowly(self, call: ClientCall, frames: List[Any], deadline: Optional[float]) -> None:
         """Wait until some socket can take the request, or raise TimeoutExpired at ``deadline``."""
         while True:
+            failures = [self._guard.failure(transport.socket) for transport in self._transports]
+            if failures and all(failures):  # every server refused us: waiting cannot help
+                raise AuthenticationFailed(str(failures[0]))
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(None)
             # A socket with no live connection would queue the request for a
             # server that may never come: wait for one that is up and has room.
-            ready = [transport.arm_writable() if transport.connections else transport.up
-                     for transport in self._transports]
+            ready = []
+            for transport in self._transports:
+                transport.changed.clear()  # before looking, so no change is missed
+                ready.append(transport.arm_writable() if transport.connections else transport.changed)
             if not any(event.is_set() for event in ready):
                 gevent.wait(ready or [Event()], timeout=remaining, count=1)
             if self.closed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import types
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Iterable, List, Mapping, Optional
 
 import gevent
 import zmq
@@ -23,6 +23,7 @@ from ..core.methods import MethodTable
 from ..core.server_session import (
     CANCEL,
     CREDIT,
+    QUEUED,
     SEND,
     SERVER_STOPPED,
     START,
@@ -31,7 +32,9 @@ from ..core.server_session import (
     ServerSession,
 )
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
+from ..security import _CALLS
 from .node import Node
+from .security import ServerGuard
 from .transport import PeerUnreachable
 
 __all__ = ["Server"]
@@ -65,6 +68,12 @@ class Server(Node):
     only methods marked ``@zrpc.stream``. ``socket_options`` ({zmq option:
     value}) are set on the socket before any bind or connect; ``trace(direction,
     header, name, args)`` is called for every event sent and received.
+    Security (see the README's "Security" section): ``curve_secret_key``
+    encrypts every endpoint with CURVE; ``curve_clients`` (public keys, or a
+    directory of certificates re-read when it changes) limits which clients
+    may connect; ``allow_ips``/``deny_ips`` (addresses or CIDR networks)
+    apply with or without CURVE. Inside a method, ``zrpc.current_call()``
+    tells who is calling.
     """
 
     _socket_type = zmq.ROUTER
@@ -82,6 +91,10 @@ class Server(Node):
         context: Optional[zmq.Context] = None,
         socket_options: Optional[Mapping[int, Any]] = None,
         trace: Optional[Tracer] = None,
+        curve_secret_key: Any = None,
+        curve_clients: Any = None,
+        allow_ips: Optional[Iterable[str]] = None,
+        deny_ips: Optional[Iterable[str]] = None,
     ) -> None:
         if methods is None:
             methods = self  # subclass style: class MyService(zrpc.Server)
@@ -97,6 +110,9 @@ class Server(Node):
         )
         super().__init__(session, context, socket_options)
         self._session: ServerSession = session
+        self._guard = ServerGuard.create(self._context, curve_secret_key, curve_clients, allow_ips, deny_ips)
+        if self._guard is not None:
+            self._socket_setups.append(self._guard.setup)
         # One ROUTER for every endpoint: it routes each reply by the caller's identity.
         self._transport = self._new_transport()
         self._idle_workers: List[Waiter] = []
@@ -164,6 +180,8 @@ class Server(Node):
         if self.closed:
             return
         self.stop(0)
+        if self._guard is not None:
+            self._guard.close()  # before the context is terminated: the ZAP socket lives on it
         self._close_io()
         idle, self._idle_workers = self._idle_workers, []
         loop = gevent.get_hub().loop
@@ -187,9 +205,16 @@ class Server(Node):
         if action is None:
             return
         kind = action[0]
-        if kind is START:
-            self._launch(action[1])
-            self._idle.clear()
+        if kind is START or kind is QUEUED:
+            call = action[1]
+            frame = self._transport.frame
+            if self._guard is not None and self._guard.revoked(frame):
+                self._refuse(call, "AuthenticationFailed", "this client's key is no longer admitted by the server")
+                return
+            call.connection = frame  # its metadata (Peer-Address, User-Id) for current_call()
+            if kind is START:
+                self._launch(call)
+                self._idle.clear()
         elif kind is CREDIT:
             ready = action[1].credit_ready
             if ready is not None:
@@ -216,6 +241,14 @@ class Server(Node):
             waiter = Waiter()
             self._idle_workers.append(waiter)
             call = waiter.get()
+
+    def _refuse(self, call: ServerCall, name: str, message: str) -> None:
+        """Answer a call that was accepted but must not run, with ERR ``name``."""
+        self._session.cancel(call, Cancellation(message))
+        if not call.waiting:
+            for ready in self._session.finished(call):
+                self._launch(ready)
+        self._send_reject(self._session.reject(call.envelope, call.channel_id, name, message)[1])
 
     def _send_reject(self, frames: List[Any]) -> None:
         """Send an ERR outside any call without blocking the reader; if the socket is full, wait in a greenlet."""
@@ -244,6 +277,8 @@ class Server(Node):
     def _serve(self, call: ServerCall) -> None:
         session = self._session
         call.running = True
+        worker = gevent.getcurrent()
+        _CALLS[worker] = call  # zrpc.current_call() looks the call up by greenlet
         try:
             try:
                 if call.cancelled is not None:
@@ -271,6 +306,8 @@ class Server(Node):
                     pass
         finally:
             call.running = False  # from here on, no cancel may reach this greenlet
+            call.connection = None
+            _CALLS.pop(worker, None)
             for ready in session.finished(call):
                 self._launch(ready)
             if session.idle:

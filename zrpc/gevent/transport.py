@@ -40,7 +40,8 @@ _ZERO_COPY = 1 << 16
 # The reader yields to other greenlets after this many messages in a burst.
 _BURST = 256
 _HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-_TRACKED_EVENTS = _HANDSHAKE_OK | int(zmq.EVENT_DISCONNECTED)
+_TRACKED_EVENTS = (_HANDSHAKE_OK | int(zmq.EVENT_DISCONNECTED) | int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                   | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
 # Receive errors after which a socket can never read again.
 _FATAL = frozenset((zmq.ETERM, zmq.ENOTSOCK, zmq.EFAULT))
 
@@ -89,10 +90,14 @@ class Transport:
         self._watcher = get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
         self._watcher.start(self._poll)
         self.endpoints: List[str] = []
+        #: While ``on_frames`` runs: the zmq Frame of the message's last part (connection metadata).
+        self.frame: Optional[zmq.Frame] = None
+        #: ``on_event(event, value, endpoint)`` sees every socket monitor event (handshake failures...).
+        self.on_event: Optional[Callable[[int, int, str], None]] = None
         #: Connections whose handshake completed and that have not dropped since.
         self.connections = 0
-        #: Set while at least one connection is up.
-        self.up = Event()
+        #: Set on every change of the connections' state (the waiter clears it before looking).
+        self.changed = Event()
         self._monitor: Optional[zmq.Socket] = None
         self._monitor_reader: Optional[gevent.Greenlet] = None
         if track_connections:
@@ -146,15 +151,15 @@ class Transport:
                     continue
                 except zmq.ZMQError:
                     return
-                event = parse_monitor_message(frames)["event"]
+                message = parse_monitor_message(frames)
+                event = message["event"]
+                if self.on_event is not None:
+                    self.on_event(event, message["value"], message["endpoint"].decode("utf-8", "replace"))
                 if event == _HANDSHAKE_OK:
                     self.connections += 1
-                    self.up.set()
-                    self._writable.set()  # a sender waiting for a live connection may go on
                 elif event == zmq.EVENT_DISCONNECTED and self.connections:
                     self.connections -= 1
-                    if not self.connections:
-                        self.up.clear()
+                self.changed.set()  # a sender waiting for a live connection looks again
         finally:
             watcher.stop()
             watcher.close()
@@ -162,6 +167,16 @@ class Transport:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The zmq socket (for its identity; do not send or receive on it)."""
+        return self._sock
+
+    def wake_senders(self) -> None:
+        """Wake greenlets waiting to send, so they re-check why they cannot (e.g. a failed handshake)."""
+        self._writable.set()
+        self.changed.set()
 
     def close(self, linger: float = 0.0) -> None:
         """Release the socket now; blocked senders raise ClosedError.
@@ -188,7 +203,7 @@ class Transport:
             except zmq.ZMQError:  # a terminated context: the monitor goes with the socket
                 pass
             self._monitor.close(linger=0)
-        self.up.clear()
+        self.changed.set()
         self._sock.close(linger=int(linger * 1000))
 
     def _check_open(self) -> None:
@@ -247,10 +262,12 @@ class Transport:
                 frames.append(frame.bytes)
                 frame = recv(_NOBLOCK, copy=False)
             frames.append(frame.buffer)
+            self.frame = frame  # the payload Frame, for its metadata (Peer-Address, User-Id)
             try:
                 on_frames(frames)
             except Exception:
                 log.exception("error while handling an incoming message (ignored)")
+            self.frame = None
             burst += 1
             if burst >= _BURST:
                 burst = 0
