@@ -368,7 +368,7 @@ class Client(_Caller, Node):
             header, name, args = protocol.decode(frames[-1], self.max_message_size)
         except protocol.ProtocolError as exc:
             call = self._table.get(exc.header.get("response_to")) if exc.header else None
-            log.warning("bad message from the server: %s", exc)
+            log.warning("bad message from the server: %s", protocol.printable(str(exc), 300))
             if call is not None:
                 self._fail(call, exc)
             return
@@ -376,7 +376,7 @@ class Client(_Caller, Node):
             self._trace("recv", header, name, args)
         call = self._table.get(header.get("response_to"))
         if call is None:
-            log.debug("event %s for no call in flight (late reply or heartbeat; ignored)", name)
+            log.debug("event %s for no call in flight (late reply or heartbeat; ignored)", protocol.printable(name))
             return
         call.last_recv = time.monotonic()
         if name == protocol.OK:
@@ -395,7 +395,7 @@ class Client(_Caller, Node):
         elif name == protocol.STREAM_DONE:
             self._stream_of(call).push(_END)
         elif name not in protocol.CONTROL_EVENTS:
-            log.warning("unexpected event %r in reply to %s() (ignored)", name, call.method)
+            log.warning("unexpected event %s in reply to %s() (ignored)", protocol.printable(name), call.method)
 
     def _stream_of(self, call: _Call) -> _StreamState:
         state = call.stream

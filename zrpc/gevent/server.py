@@ -194,7 +194,7 @@ class Server(Node):
             header, name, args = protocol.decode(frames[-1], self.max_message_size)
         except protocol.ProtocolError as exc:
             header = exc.header
-            log.warning("bad message from peer %r: %s", _peer_repr(peer), exc)
+            log.warning("bad message from peer %s: %s", _peer_repr(peer), protocol.printable(str(exc), 300))
             if header is not None and header.get("response_to") is None:
                 self._reject(envelope, header["message_id"], "ProtocolError", str(exc))
             return
@@ -204,16 +204,16 @@ class Server(Node):
         if response_to is not None:
             call = self._table.get((peer, response_to))
             if call is None:
-                log.debug("event %s for a closed channel from %r (ignored)", name, _peer_repr(peer))
+                log.debug("event %s for a closed channel from %s (ignored)", protocol.printable(name), _peer_repr(peer))
                 return
             call.last_recv = time.monotonic()
             if name == protocol.MORE:
                 self._grant(call, args)
             elif name == protocol.CANCEL:
-                log.debug("call %s cancelled by its caller", call.method)
+                log.debug("call %s cancelled by its caller", protocol.printable(call.method))
                 self._cancel(call, _Cancelled("cancelled by the caller"))
             elif name != protocol.HEARTBEAT:
-                log.debug("unexpected event %s on an open channel (ignored)", name)
+                log.debug("unexpected event %s on an open channel (ignored)", protocol.printable(name))
             return
         self._accept(peer, envelope, header["message_id"], name, args)
 
@@ -226,7 +226,7 @@ class Server(Node):
             return
         key = (peer, message_id)
         if key in self._table.channels:
-            log.warning("duplicate message id %r from %r (ignored)", message_id, _peer_repr(peer))
+            log.warning("duplicate message id %s from %s (ignored)", protocol.printable(message_id), _peer_repr(peer))
             return
         call = _ServerCall(key, message_id, envelope, name, time.monotonic())
         self._table.add(call)
@@ -300,14 +300,14 @@ class Server(Node):
                 else:
                     self._reply(call, protocol.OK, [result])
             except _Cancelled as cancel:
-                log.info("call %s() stopped: %s", call.method, cancel.reason)
+                log.info("call %s() stopped: %s", protocol.printable(call.method), cancel.reason)
                 if cancel.reply:
                     try:
                         self._reply(call, protocol.ERR, protocol.error_args(*cancel.reply, ""))
                     except (PeerUnreachable, ClosedError):
                         pass
             except (PeerUnreachable, ClosedError):
-                log.info("call %s(): caller disconnected, result dropped", call.method)
+                log.info("call %s(): caller disconnected, result dropped", protocol.printable(call.method))
             except Exception as exc:
                 self._reply_error(call, exc)
         finally:
@@ -334,11 +334,11 @@ class Server(Node):
 
     def _reply_error(self, call: _ServerCall, exc: BaseException) -> None:
         if isinstance(exc, NameError) and str(exc) == call.method:
-            log.warning("unknown method %r called", call.method)
+            log.warning("unknown method %s called", protocol.printable(call.method))
             tb = f"NameError: {call.method}\n"
         else:
-            log.warning("call %s() raised %s: %s", call.method, type(exc).__name__, exc)
-            log.debug("traceback of %s()", call.method, exc_info=exc)
+            log.warning("call %s() raised %s: %s", protocol.printable(call.method), type(exc).__name__, protocol.printable(str(exc), 200))
+            log.debug("traceback of %s()", protocol.printable(call.method), exc_info=exc)
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if not self.send_tracebacks:
             tb = "(traceback withheld by the server)"
@@ -371,9 +371,9 @@ class Server(Node):
 
     def _grant(self, call: _ServerCall, args: Any) -> None:
         try:
-            amount = int(args[0])
-        except (TypeError, ValueError, IndexError, KeyError):
-            log.warning("bad %s args %r (ignored)", protocol.MORE, args)
+            amount = protocol.parse_credit(args)
+        except protocol.ProtocolError as exc:
+            log.warning("bad %s for %s() (ignored): %s", protocol.MORE, protocol.printable(call.method), exc)
             return
         if not 0 <= amount <= _MAX_CREDIT:
             log.warning("%s credit %d out of range (ignored)", protocol.MORE, amount)
@@ -410,7 +410,7 @@ class Server(Node):
     def _on_lost(self, call: Channel) -> None:
         assert isinstance(call, _ServerCall)
         log.warning("lost the caller of %s() (no heartbeat for %gs); cancelling it",
-                    call.method, 2 * (self.heartbeat or 0))
+                    protocol.printable(call.method), 2 * (self.heartbeat or 0))
         self._cancel(call, _Cancelled("caller lost"))
 
     def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
