@@ -93,7 +93,7 @@ MAX_DEPTH = 32
 #: The objects decoded from one message may take at most MEMORY_FACTOR times
 #: its size in memory, estimated as they are built (and at least MEMORY_FLOOR
 #: bytes, so small messages never hit the limit).
-MEMORY_FACTOR = 16
+MEMORY_FACTOR = 15
 MEMORY_FLOOR = MEMORY_FACTOR * 64 * 1024
 #: Largest ``_zpc_more`` credit a peer may grant in one event.
 MAX_CREDIT = 1 << 20
