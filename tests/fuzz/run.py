@@ -125,6 +125,7 @@ def _bombs(peer: ServerPeer, raw: _Raw, outstanding: Dict[Any, float], count: in
             if mid in outstanding:
                 report["failures"].append(f"hostile message {n} got no ERR within 30 s")
             after = peer.status()
+            gevent.sleep(0.2)  # the probe records its lateness when it wakes, maybe after the ERR left
             peaks.append((after["VmHWM"] - before["VmRSS"]) / size)
             stalls.append(probe.stall())
         probe.close()

@@ -140,18 +140,22 @@ _ITEM_COST = 16
 _LIST_COST = 56 + _ITEM_COST
 _MAP_COST = 64 + _ITEM_COST
 _ENTRY_COST = 40 + _ITEM_COST  # the value; keys are mostly interned strs, shared
+# Time, not memory, bounds tiny containers: each takes ~150-300 ns to build and
+# hook, so none counts less than 8 bytes' worth of budget (MEMORY_FACTOR x 8):
+# at most one array or map per 8 bytes of message, ~1 M in 8 MiB, ~0.3 s.
+_MIN_CONTAINER_COST = MEMORY_FACTOR * 8
 _EXT_COST = 1024
 # Scalars get no hook, and a container's items are counted only when it is
 # complete, so the few scalars that are both tiny on the wire and costly in
 # memory or time are counted beforehand, from the bytes that may start them:
-# an upper bound (the same bytes inside a str or bin count too, harmlessly:
-# random data adds about 1x, CJK text about 10x). Cost by byte, in bytes:
+# an upper bound: the same bytes inside a str or bin count too (random data
+# adds about 6x, CJK text about 13x, a bin made only of such bytes is refused). Cost by byte, in bytes:
 # negative fixints -32..-6 and int8 (an int object each, where a 1-byte
 # positive int is free) and timestamps (a Python object built by Python
 # code: the slowest thing msgpack makes). Short strs are left out on purpose:
 # as map keys they are interned, and counting them would refuse ordinary
 # lists of small records.
-_SCALAR_CLASSES = ((32, bytes(range(0xE0, 0xFB)) + b"\xd0"), (256, b"\xd6\xd7\xc7"))
+_SCALAR_CLASSES = ((40, bytes(range(0xE0, 0xFB)) + b"\xd0"), (192, b"\xd6\xd7\xc7"))
 _SCALAR_TABLE = bytearray(256)
 for _cls, (_cost, _starts) in enumerate(_SCALAR_CLASSES, 1):
     for _byte in _starts:
@@ -194,14 +198,16 @@ class _Budget:
         # Closures over one counter: the cheapest hooks CPython can call (~70 ns).
         def on_list(value: list) -> list:
             nonlocal cost
-            cost += _LIST_COST + _ITEM_COST * len(value)
+            spent = _LIST_COST + _ITEM_COST * len(value)
+            cost += spent if spent > _MIN_CONTAINER_COST else _MIN_CONTAINER_COST
             if cost > limit:
                 raise _OverBudget
             return value
 
         def on_map(value: dict) -> dict:
             nonlocal cost
-            cost += _MAP_COST + _ENTRY_COST * len(value)
+            spent = _MAP_COST + _ENTRY_COST * len(value)
+            cost += spent if spent > _MIN_CONTAINER_COST else _MIN_CONTAINER_COST
             if cost > limit:
                 raise _OverBudget
             return value
