@@ -1,12 +1,13 @@
 # Two entry points, each creating or reusing the local virtualenv .venv:
 #   make demo   start a demo server and call it through the zrpc CLI
 #   make test   run the whole test suite
+#   make fuzz   the full fault and fuzz run (tests/fuzz; ~2 minutes)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-quick clean
+.PHONY: demo test fuzz bench bench-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz $(FUZZ_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench

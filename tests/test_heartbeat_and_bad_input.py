@@ -198,7 +198,8 @@ def test_bad_requests_with_a_readable_id_get_an_err_and_the_server_goes_on(serve
 
 GARBAGE = [
     ("not msgpack", [b"", b"\xc1\xc1\xc1"]),
-    ("truncated msgpack", [b"", pack({"message_id": b"t", "v": 3}, "echo", [b"x" * 100])[:-10]]),
+    # Cut inside the header: no id to answer (cut after it, it gets an ERR: tests/test_hostile.py).
+    ("truncated msgpack", [b"", pack({"message_id": b"t", "v": 3}, "echo", [b"x" * 100])[:8]]),
     ("empty payload", [b"", b""]),
     ("not an array", [b"", msgpack.packb({"hello": "world"})]),
     ("header not a map", [b"", msgpack.packb([1, "echo", []])]),

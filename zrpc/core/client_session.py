@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import protocol
 from .channel import Channel, StreamWindow
+from .protocol import printable
 from .errors import AuthenticationFailed, KeywordArgumentsUnsupported, LostRemote, RemoteError, TimeoutExpired
 from .session import Session, Tracer
 
@@ -123,14 +124,14 @@ class ClientSession(Session):
             header, name, args = self.decode(payload)
         except protocol.ProtocolError as exc:
             call = table.get(exc.header.get("response_to")) if exc.header else None
-            log.warning("bad message from the server: %s", exc)
+            log.warning("bad message from the server: %s", printable(str(exc), 300))
             if call is None:
                 return None
             self.finish(call)
             return (ERROR, call, exc)
         call = table.get(header.get("response_to"))
         if call is None:
-            log.debug("event %s for no call in flight (late reply or heartbeat; ignored)", name)
+            log.debug("event %s for no call in flight (late reply or heartbeat; ignored)", printable(name))
             return None
         call.last_recv = now
         if name == protocol.STREAM:
@@ -158,7 +159,7 @@ class ClientSession(Session):
             self.finish(call)
             return (END, call, None)
         if name not in protocol.CONTROL_EVENTS:
-            log.warning("unexpected event %r in reply to %s() (ignored)", name, call.method)
+            log.warning("unexpected event %s in reply to %s() (ignored)", printable(name), call.method)
         return None
 
     def _remote_error(self, call: ClientCall, args: Any) -> Exception:

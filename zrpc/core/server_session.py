@@ -34,6 +34,7 @@ from typing import Any, Deque, Hashable, List, Optional, Tuple
 
 from . import protocol
 from .channel import Channel
+from .protocol import printable
 from .methods import MethodTable
 from .session import Session, Tracer
 
@@ -42,8 +43,6 @@ __all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "QUEUED", "SE
 log = logging.getLogger("zrpc.server")
 
 START, QUEUED, SEND, CREDIT, CANCEL = "start", "queued", "send", "credit", "cancel"
-
-_MAX_CREDIT = 1 << 20
 
 Action = Tuple[Any, ...]
 
@@ -136,7 +135,7 @@ class ServerSession(Session):
             header, name, args = self.decode(frames[-1])
         except protocol.ProtocolError as exc:
             header = exc.header
-            log.warning("bad message from peer %s: %s", peer_repr(peer), exc)
+            log.warning("bad message from peer %s: %s", peer_repr(peer), printable(str(exc), 300))
             if header is not None and header.get("response_to") is None:
                 return self.reject(envelope, header["message_id"], "ProtocolError", str(exc))
             return None
@@ -144,16 +143,16 @@ class ServerSession(Session):
         if response_to is not None:
             call = self.table.get((peer, response_to))
             if call is None:
-                log.debug("event %s for a closed channel from %s (ignored)", name, peer_repr(peer))
+                log.debug("event %s for a closed channel from %s (ignored)", printable(name), peer_repr(peer))
                 return None
             call.last_recv = now
             if name == protocol.MORE:
                 return self._grant(call, args)
             if name == protocol.CANCEL:
-                log.debug("call %s cancelled by its caller", call.method)
+                log.debug("call %s cancelled by its caller", printable(call.method))
                 return (CANCEL, call, CANCELLED_BY_CALLER)
             if name != protocol.HEARTBEAT:
-                log.debug("unexpected event %s on an open channel (ignored)", name)
+                log.debug("unexpected event %s on an open channel (ignored)", printable(name))
             return None
         return self._accept(peer, envelope, header["message_id"], name, args, now)
 
@@ -166,7 +165,7 @@ class ServerSession(Session):
             return None
         key = (peer, message_id)
         if key in self.table.channels:
-            log.warning("duplicate message id %r from %s (ignored)", message_id, peer_repr(peer))
+            log.warning("duplicate message id %s from %s (ignored)", printable(message_id), peer_repr(peer))
             return None
         call = ServerCall(key, message_id, envelope, name, args, now)
         self.table.add(call)
@@ -180,14 +179,11 @@ class ServerSession(Session):
 
     def _grant(self, call: ServerCall, args: Any) -> Optional[Action]:
         try:
-            amount = int(args[0])
-        except (TypeError, ValueError, IndexError, KeyError):
-            log.warning("bad %s args %r (ignored)", protocol.MORE, args)
+            amount = protocol.parse_credit(args)
+        except protocol.ProtocolError as exc:
+            log.warning("bad %s for %s() (ignored): %s", protocol.MORE, printable(call.method), exc)
             return None
-        if not 0 <= amount <= _MAX_CREDIT:
-            log.warning("%s credit %d out of range (ignored)", protocol.MORE, amount)
-            return None
-        call.credit = min(call.credit + amount, _MAX_CREDIT)
+        call.credit = min(call.credit + amount, protocol.MAX_CREDIT)
         return (CREDIT, call)
 
     def reject(self, envelope: List[bytes], message_id: Any, name: str, message: str) -> Action:
@@ -238,7 +234,7 @@ class ServerSession(Session):
         """A caller went silent: log it and say how to stop its call."""
         assert isinstance(call, ServerCall)
         log.warning("lost the caller of %s() (no heartbeat for %gs); cancelling it",
-                    call.method, self.lost_after)
+                    printable(call.method), self.lost_after)
         return CALLER_LOST
 
     # -- replies ---------------------------------------------------------------
@@ -249,11 +245,12 @@ class ServerSession(Session):
     def error_reply(self, call: ServerCall, exc: BaseException) -> bytes:
         """Log ``exc`` raised by ``call`` and encode the ERR its caller gets."""
         if isinstance(exc, NameError) and str(exc) == call.method:
-            log.warning("unknown method %r called", call.method)
+            log.warning("unknown method %s called", printable(call.method))
             tb = f"NameError: {call.method}\n"
         else:
-            log.warning("call %s() raised %s: %s", call.method, type(exc).__name__, exc)
-            log.debug("traceback of %s()", call.method, exc_info=exc)
+            log.warning("call %s() raised %s: %s", printable(call.method), type(exc).__name__,
+                        printable(str(exc), 200))
+            log.debug("traceback of %s()", printable(call.method), exc_info=exc)
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if not self.send_tracebacks:
             tb = "(traceback withheld by the server)"
@@ -264,7 +261,7 @@ class ServerSession(Session):
 
     def cancelled_reply(self, call: ServerCall, why: Cancellation) -> Optional[bytes]:
         """The ERR a cancelled call's caller gets, if any."""
-        log.info("call %s() stopped: %s", call.method, why.reason)
+        log.info("call %s() stopped: %s", printable(call.method), why.reason)
         if why.reply is None:
             return None
         return self.encode(call.channel_id, protocol.ERR, protocol.error_args(*why.reply, ""))

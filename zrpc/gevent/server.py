@@ -19,6 +19,7 @@ from gevent.hub import Waiter
 
 from ..core import protocol
 from ..core.errors import ClosedError
+from ..core.protocol import printable
 from ..core.methods import MethodTable
 from ..core.server_session import (
     CANCEL,
@@ -298,7 +299,7 @@ class Server(Node):
                     except (PeerUnreachable, ClosedError):
                         pass
             except (PeerUnreachable, ClosedError):
-                log.info("call %s(): caller disconnected, result dropped", call.method)
+                log.info("call %s(): caller disconnected, result dropped", printable(call.method))
             except Exception as exc:
                 try:
                     self._reply(call, session.error_reply(call, exc))
