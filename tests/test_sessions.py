@@ -167,6 +167,7 @@ def test_heartbeats_are_due_after_an_interval_and_silence_is_loss():
     assert client.heartbeats(0.5) == ([], [])  # younger than one interval: no ping
     pings, lost = client.heartbeats(1.0)
     assert [ch for ch, _ in pings] == [c] and lost == []
+    client.pinged(c, 1.0)
     assert protocol.decode(pings[0][1])[1] == protocol.HEARTBEAT
     pings, lost = client.heartbeats(3.1)  # the server said nothing for 2 intervals after our ping
     assert lost == [c] and not client.in_flight(c)

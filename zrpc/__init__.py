@@ -26,6 +26,7 @@ from .core.errors import (
     KeywordArgumentsUnsupported,
     LostRemote,
     RemoteError,
+    ServerBusy,
     TimeoutExpired,
     ZrpcError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "stream",
     "ZrpcError",
     "RemoteError",
+    "ServerBusy",
     "TimeoutExpired",
     "LostRemote",
     "KeywordArgumentsUnsupported",

@@ -1,4 +1,7 @@
-"""A zrpc server in its own process, for tests that kill it. Usage: zrpc_server.py ENDPOINT [HEARTBEAT]"""
+"""A zrpc server in its own process, for tests that kill it.
+
+Usage: zrpc_server.py ENDPOINT [HEARTBEAT] [--pool-size N] [--max-pending N]
+"""
 import sys
 
 import gevent
@@ -22,9 +25,16 @@ class Service:
 
 
 def main() -> None:
-    endpoint = sys.argv[1]
-    heartbeat = float(sys.argv[2]) if len(sys.argv) > 2 else 5.0
-    server = zrpc.Server(Service(), heartbeat=heartbeat)
+    args = sys.argv[1:]
+    options = {}
+    for flag, key in (("--pool-size", "pool_size"), ("--max-pending", "max_pending")):
+        if flag in args:
+            at = args.index(flag)
+            options[key] = int(args[at + 1])
+            del args[at:at + 2]
+    endpoint = args[0]
+    heartbeat = float(args[1]) if len(args) > 1 else 5.0
+    server = zrpc.Server(Service(), heartbeat=heartbeat, **options)
     server.bind(endpoint)
     server.start()
     print("READY", flush=True)

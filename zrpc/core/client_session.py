@@ -34,7 +34,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import protocol
 from .channel import Channel, StreamWindow
 from .protocol import printable
-from .errors import AuthenticationFailed, KeywordArgumentsUnsupported, LostRemote, RemoteError, TimeoutExpired
+from .errors import (
+    AuthenticationFailed,
+    KeywordArgumentsUnsupported,
+    LostRemote,
+    RemoteError,
+    ServerBusy,
+    TimeoutExpired,
+)
 from .session import Session, Tracer
 
 __all__ = ["ClientSession", "ClientCall", "RESULT", "ERROR", "ITEM", "END"]
@@ -95,6 +102,11 @@ class ClientSession(Session):
             payload = protocol.encode(header, name, wire_args)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"cannot send the arguments of {method}(): {exc}") from None
+        limit = self.max_message_size
+        if limit is not None and len(payload) > limit:
+            raise protocol.ProtocolError(
+                f"the request to {method}() is {len(payload)} bytes, over max_message_size "
+                f"({limit} bytes): nothing was sent (servers refuse such messages too)")
         if self.trace is not None:
             self.trace("send", header, name, wire_args)
         return ClientCall(message_id, method, kwnames, timeout, now), payload
@@ -172,6 +184,8 @@ class ClientSession(Session):
             )
         if name == "AuthenticationFailed":
             return AuthenticationFailed(msg)
+        if name == "ServerBusy":
+            return ServerBusy(name, msg, tb)
         return RemoteError(name, msg, tb)
 
     def finish(self, call: ClientCall) -> None:
@@ -215,6 +229,12 @@ class ClientSession(Session):
         assert isinstance(call, ClientCall)
         return LostRemote(f"lost the server while {self.calling(call.method)}: "
                           f"no heartbeat for {self.lost_after:g}s")
+
+    def disconnected(self, call: ClientCall, endpoints: Sequence[str]) -> LostRemote:
+        """The error of a call whose connection dropped before its reply came."""
+        return LostRemote(f"lost the server while calling {call.method}() on {', '.join(endpoints)}: "
+                          "the connection dropped (the server died or restarted, or closed the "
+                          "connection over a message larger than its size limit)")
 
     def open_calls(self) -> List[ClientCall]:
         return [call for call in self.table if isinstance(call, ClientCall)]

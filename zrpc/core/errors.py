@@ -6,6 +6,7 @@ from typing import Optional
 __all__ = [
     "ZrpcError",
     "RemoteError",
+    "ServerBusy",
     "TimeoutExpired",
     "LostRemote",
     "KeywordArgumentsUnsupported",
@@ -29,6 +30,10 @@ class RemoteError(ZrpcError):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.msg}" if self.msg else self.name
+
+
+class ServerBusy(RemoteError):
+    """The server refused the call at once: its queue of waiting calls is full (``max_pending``). Retry later or elsewhere."""
 
 
 class TimeoutExpired(ZrpcError, TimeoutError):

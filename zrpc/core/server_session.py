@@ -98,6 +98,7 @@ class ServerSession(Session):
         heartbeat: Optional[float],
         pool_size: Optional[int],
         send_tracebacks: bool,
+        max_pending: Optional[int] = None,
         stream_generators: bool,
         max_message_size: Optional[int],
         trace: Optional[Tracer] = None,
@@ -107,6 +108,7 @@ class ServerSession(Session):
         super().__init__(heartbeat, max_message_size, trace)
         self.methods = methods
         self.pool_size = pool_size
+        self.max_pending = max_pending
         self.send_tracebacks = send_tracebacks
         self.stream_generators = stream_generators
         self.stopping = False
@@ -167,11 +169,19 @@ class ServerSession(Session):
         if key in self.table.channels:
             log.warning("duplicate message id %s from %s (ignored)", printable(message_id), peer_repr(peer))
             return None
-        call = ServerCall(key, message_id, envelope, name, args, now)
-        self.table.add(call)
         if self.pool_size is None or self.running < self.pool_size:
+            call = ServerCall(key, message_id, envelope, name, args, now)
+            self.table.add(call)
             self.running += 1
             return (START, call)
+        if self.max_pending is not None and self.queued >= self.max_pending:
+            log.warning("refused a call to %s(): %d calls already wait (max_pending)",
+                        printable(name), self.queued)
+            return self.reject(envelope, message_id, "ServerBusy",
+                               f"the server has {self.queued} calls waiting already (max_pending); "
+                               "retry later or elsewhere")
+        call = ServerCall(key, message_id, envelope, name, args, now)
+        self.table.add(call)
         self._backlog.append(call)
         call.waiting = True
         self.queued += 1

@@ -52,18 +52,19 @@ class Session:
         """The heartbeats due at ``now`` as (channel, payload), and the channels whose remote is lost.
 
         Lost channels are already forgotten; the driver fails or cancels them.
-        A ping counts as sent when returned: a ping the socket cannot take
-        now is simply skipped, as the next sweep sends another.
+        The driver calls :meth:`pinged` for each ping that went out: one the
+        socket could not take stays due, and the next sweep tries again.
         """
         table = self.table
         due, lost = table.sweep(now)
-        pings = []
-        for channel in due:
-            table.record_ping(channel, now)
-            pings.append((channel, self.encode(channel.channel_id, protocol.HEARTBEAT, [0])))
+        pings = [(channel, self.encode(channel.channel_id, protocol.HEARTBEAT, [0])) for channel in due]
         for channel in lost:
             table.discard(channel)
         return pings, lost
+
+    def pinged(self, channel: Channel, now: float) -> None:
+        """A heartbeat on ``channel`` went out at ``now``."""
+        self.table.record_ping(channel, now)
 
     @property
     def lost_after(self) -> float:

@@ -262,7 +262,15 @@ class Client(_Caller, Node):
     def _watched_transport(self) -> Transport:
         transport = self._new_transport()
         transport.on_event = self._guard.watch(transport.socket)
+        transport.on_all_disconnected = lambda: self._on_disconnected(transport)
         return transport
+
+    def _on_disconnected(self, transport: Transport) -> None:
+        """libzmq saw the connection drop: its calls cannot be answered any more, fail them now."""
+        session = self._session
+        for call in session.open_calls():
+            if call.transport is transport:
+                self._fail(call, session.disconnected(call, transport.endpoints))
 
     def _on_handshake_failed(self, sock: zmq.Socket, exc: AuthenticationFailed) -> None:
         """A handshake on ``sock`` failed: fail the calls that went to it, wake the calls waiting to send."""

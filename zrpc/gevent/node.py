@@ -107,9 +107,11 @@ class Node:
         tick = session.table.tick
         while not self._closed:
             gevent.sleep(tick)
-            pings, lost = session.heartbeats(time.monotonic())
+            now = time.monotonic()
+            pings, lost = session.heartbeats(now)
             for channel, payload in pings:
-                self._send_nowait(channel, payload)
+                if self._send_nowait(channel, payload):
+                    session.pinged(channel, now)
             for channel in lost:
                 self._on_lost(channel)
 

@@ -45,6 +45,8 @@ log = logging.getLogger("zrpc.server")
 # Idle call greenlets kept for reuse: resuming one costs ~1 us, spawning ~11 us
 # (a fresh 16 KiB stack mapping each time). Bounded so a burst does not pin memory.
 _MAX_IDLE_WORKERS = 256
+#: Calls that may wait for room in the pool by default; more are refused with ServerBusy.
+DEFAULT_MAX_PENDING = 100_000
 # ERRs sent outside any call that the socket could not take at once wait for room
 # this long, in a greenlet of their own, before they are dropped with a log line.
 _REJECT_WAIT = 5.0
@@ -64,7 +66,8 @@ class Server(Node):
 
     ``heartbeat`` (seconds, None to disable) should match the clients'.
     ``pool_size`` bounds how many calls run at once; extra calls wait in
-    line. ``send_tracebacks=False`` keeps server tracebacks private.
+    line, at most ``max_pending`` of them (None: no bound); a call beyond
+    that is refused at once with a ``ServerBusy`` error. ``send_tracebacks=False`` keeps server tracebacks private.
     ``stream_generators=True`` streams any generator a method returns, not
     only methods marked ``@zrpc.stream``. ``socket_options`` ({zmq option:
     value}) are set on the socket before any bind or connect; ``trace(direction,
@@ -86,6 +89,7 @@ class Server(Node):
         *,
         heartbeat: Optional[float] = 5.0,
         pool_size: Optional[int] = None,
+        max_pending: Optional[int] = DEFAULT_MAX_PENDING,
         send_tracebacks: bool = True,
         stream_generators: bool = False,
         max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
@@ -104,6 +108,7 @@ class Server(Node):
             MethodTable(methods, name, exclude),
             heartbeat=heartbeat,
             pool_size=pool_size,
+            max_pending=max_pending,
             send_tracebacks=send_tracebacks,
             stream_generators=stream_generators,
             max_message_size=max_message_size,

@@ -14,6 +14,7 @@ the FD's notification) the reader is re-armed by asking ``EVENTS`` again.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable, List, Optional, Sequence
 
@@ -42,6 +43,8 @@ _BURST = 256
 _HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _TRACKED_EVENTS = (_HANDSHAKE_OK | int(zmq.EVENT_DISCONNECTED) | int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
                    | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+#: Messages queued per peer (each way) before a send would block; libzmq's default is 1,000.
+HWM = 10_000
 # Receive errors after which a socket can never read again.
 _FATAL = frozenset((zmq.ETERM, zmq.ENOTSOCK, zmq.EFAULT))
 
@@ -73,6 +76,10 @@ class Transport:
         if socket_type == zmq.ROUTER:
             # Learn that a peer is gone (EHOSTUNREACH) instead of dropping replies silently.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A burst of heartbeats or replies to one peer (thousands of calls in flight or
+        # waiting) must fit its queue: what a frozen peer can pin is bounded by this.
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
         if max_message_size:
             # Hard backstop well above the soft limit, which is answered with an ERR.
             sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
@@ -90,10 +97,13 @@ class Transport:
         self._watcher = get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
         self._watcher.start(self._poll)
         self.endpoints: List[str] = []
+        self._ipc_files: List[str] = []  # socket files we bound, removed on close
         #: While ``on_frames`` runs: the zmq Frame of the message's last part (connection metadata).
         self.frame: Optional[zmq.Frame] = None
         #: ``on_event(event, value, endpoint)`` sees every socket monitor event (handshake failures...).
         self.on_event: Optional[Callable[[int, int, str], None]] = None
+        #: ``on_all_disconnected()``: the last live connection dropped (the peer died or restarted).
+        self.on_all_disconnected: Optional[Callable[[], None]] = None
         #: Connections whose handshake completed and that have not dropped since.
         self.connections = 0
         #: Set on every change of the connections' state (the waiter clears it before looking).
@@ -114,6 +124,8 @@ class Transport:
         self._sock.bind(endpoint)
         bound = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.endpoints.append(bound)
+        if bound.startswith("ipc://") and not bound.startswith("ipc://@"):
+            self._ipc_files.append(bound[len("ipc://"):])
         log.debug("bound %s", bound)
         return bound
 
@@ -159,6 +171,8 @@ class Transport:
                     self.connections += 1
                 elif event == zmq.EVENT_DISCONNECTED and self.connections:
                     self.connections -= 1
+                    if not self.connections and self.on_all_disconnected is not None:
+                        self.on_all_disconnected()
                 self.changed.set()  # a sender waiting for a live connection looks again
         finally:
             watcher.stop()
@@ -205,6 +219,12 @@ class Transport:
             self._monitor.close(linger=0)
         self.changed.set()
         self._sock.close(linger=int(linger * 1000))
+        for path in self._ipc_files:
+            # libzmq leaves the file behind; a stale one misleads the next bind.
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def _check_open(self) -> None:
         if self._closed:
@@ -320,9 +340,11 @@ class Transport:
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(timeout, "while sending (no peer is taking messages)")
             if self._is_router:
-                # ROUTER's POLLOUT means "some pipe has room", not ours: back off.
+                # ROUTER's POLLOUT means "some pipe has room", not ours: back off. The cap
+                # keeps thousands of replies to one frozen peer from spinning the CPU until
+                # heartbeats declare it lost and cancel them.
                 gevent.sleep(backoff if remaining is None else min(backoff, remaining))
-                backoff = min(backoff * 2, 0.05)
+                backoff = min(backoff * 2, 0.5)
                 continue
             writable = self.arm_writable()
             if not writable.is_set():
