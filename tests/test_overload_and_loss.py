@@ -90,3 +90,34 @@ def test_max_pending_refuses_at_once_with_server_busy(peer, client_factory):
     assert len(ok) == 6  # one running, five waiting
     assert len(busy) == 4 and all(isinstance(e, zrpc.ServerBusy) for e in busy), busy
     assert "max_pending" in str(busy[0])
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_frozen_client_with_replies_piling_up_costs_no_cpu_and_delays_nobody(peer, client_factory):
+    endpoint = free_tcp_endpoint()
+    server = peer("zrpc_server.py", endpoint, "5")
+    # More replies than the per-peer queue holds, so the server's sends to it must wait.
+    flood = peer("zrpc_flood_client.py", endpoint, "12000", "4096")
+    os.kill(flood.pid, signal.SIGSTOP)
+    try:
+        client = client_factory(endpoint, timeout=30, heartbeat=5)
+        assert client.add(1, 1) == 2
+        gevent.sleep(0.5)  # the server has produced the replies it can
+        cpu_before, started = _cpu_seconds(server.pid), time.monotonic()
+        slowest = 0.0
+        for i in range(30):  # 3 s of calls from an innocent client
+            t = time.monotonic()
+            assert client.add(i, 1) == i + 1
+            slowest = max(slowest, time.monotonic() - t)
+            gevent.sleep(0.1)
+        busy = _cpu_seconds(server.pid) - cpu_before
+        window = time.monotonic() - started
+    finally:
+        os.kill(flood.pid, signal.SIGCONT)
+    assert slowest < 0.5, f"an innocent call took {slowest:.2f}s"
+    assert busy < 0.3 * window, f"the server used {busy:.2f}s of CPU in {window:.1f}s"

@@ -13,6 +13,9 @@ class Service:
     def add(self, a, b):
         return a + b
 
+    def blob(self, size):
+        return b"x" * size
+
     def sleep(self, seconds):
         gevent.sleep(seconds)
         return seconds
