@@ -63,3 +63,10 @@ def test_secure_example():
         "user: 127.0.0.1 user -> PermissionError: admins only",
         "stranger: refused",
     ]
+
+
+def test_aio_hello_example():
+    lines = run_example("aio_hello.py")
+    assert lines[:8] == ["3", "0", "1", "2", "3", "4", "HELLO", str(sum(2 * i for i in range(1000)))]
+    assert lines[8].startswith("timeout: timeout expired after 0.2s calling nap()")
+    assert lines[9] == "nap cancelled"

@@ -1,0 +1,463 @@
+"""The asyncio client: a DEALER socket per server, multiplexing every call of every task.
+
+Requests are built and replies routed by
+:class:`zrpc.core.client_session.ClientSession`, exactly as for the gevent
+client; this module owns what a caller awaits: an asyncio future per call,
+one loop timer for its timeout, and, for streams, a buffer that grants
+credit as the reader consumes. Cancelling the future (or the task awaiting
+it) sends zrpc's cancel, so the server stops the work at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from functools import partial
+from typing import Any, Deque, Dict, Generator, List, Mapping, Optional, Sequence, Union
+
+import zmq
+
+from ..core.calling import CallQueue, RemoteMethod, remote_method_name
+from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
+from ..core.errors import ClosedError, TimeoutExpired
+from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
+from .node import Node, refuse_security
+from .transport import Transport
+
+__all__ = ["Client", "Call", "Stream", "Batch"]
+
+log = logging.getLogger("zrpc.client")
+
+_END = object()
+_UNSET = object()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _StreamState:
+    """A stream's buffer, reached by the reader through its call (the user holds the Stream)."""
+
+    __slots__ = ("client", "call", "items", "waiter", "done")
+
+    def __init__(self, client: "Client", call: ClientCall) -> None:
+        self.client = client
+        self.call = call
+        self.items: Deque[Any] = deque()
+        self.waiter: Optional[asyncio.Future] = None
+        self.done = False
+
+    def push(self, item: Any) -> None:
+        self.items.append(item)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> Any:
+        if self.done:
+            raise StopAsyncIteration
+        call = self.call
+        while not self.items:
+            self.waiter = waiter = self.client._loop.create_future()
+            try:
+                await asyncio.wait_for(waiter, call.timeout)
+            except asyncio.TimeoutError:
+                self.close()
+                raise TimeoutExpired(call.timeout, f"waiting for the next item of {call.method}()") from None
+            except asyncio.CancelledError:
+                self.close()  # the task awaiting the stream was cancelled: so is the stream
+                raise
+        item = self.items.popleft()
+        if item is _END:
+            self.done = True
+            raise StopAsyncIteration
+        if isinstance(item, _Failure):
+            self.done = True
+            raise item.exc
+        call.window.taken()
+        await self.client._grant(call)
+        return item
+
+    def close(self) -> None:
+        if not self.done:
+            self.done = True
+            self.items.clear()
+            self.client._abandon(self.call)
+
+
+class Stream:
+    """The items of a streamed result, as they arrive: ``async for item in stream``.
+
+    Waiting for each item is bounded by the call's timeout. Closing an
+    unfinished stream, dropping it, or cancelling the task iterating it
+    tells a zrpc server to stop its generator at once.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: _StreamState) -> None:
+        self._state = state
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._state.next()
+
+    def close(self) -> None:
+        """Stop receiving; an unfinished stream is cancelled on the server. Idempotent."""
+        self._state.close()
+
+    async def aclose(self) -> None:
+        """As :meth:`close` (for ``contextlib.aclosing``)."""
+        self._state.close()
+
+    async def __aenter__(self) -> "Stream":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._state.close()
+        except Exception:
+            pass
+
+
+class Call:
+    """A call not awaited yet: ``await`` it for the result, or ``async for`` over a stream's items.
+
+    The request goes out on first use (``await``, ``async for`` or
+    :meth:`future`), once.
+    """
+
+    __slots__ = ("_caller", "_method", "_args", "_kwargs", "_future", "_stream", "_iterating")
+
+    def __init__(self, caller: "_Caller", method: str, args: tuple, kwargs: Dict[str, Any]) -> None:
+        self._caller = caller
+        self._method = method
+        self._args = args
+        self._kwargs = kwargs
+        self._future: Optional[asyncio.Future] = None
+        self._stream: Optional[Stream] = None
+        self._iterating = False
+
+    def future(self) -> asyncio.Future:
+        """Start the call (if not yet) and return its future."""
+        if self._future is None:
+            caller = self._caller
+            self._future = caller._client._start(self._method, self._args, self._kwargs, caller._timeout)
+        return self._future
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.future().__await__()
+
+    def __aiter__(self) -> "Call":
+        return self
+
+    async def __anext__(self) -> Any:
+        stream = self._stream
+        if stream is None:
+            self._iterating = True
+            result = await self.future()
+            if not isinstance(result, Stream):
+                raise TypeError(f"{self._method}() returned a value, not a stream: await it instead")
+            stream = self._stream = result
+        return await stream.__anext__()
+
+    def __del__(self) -> None:
+        # Leaving an `async for` early drops this object: stop the stream now.
+        # (An awaited Call is dropped at once too, but its future lives on: leave it.)
+        if not self._iterating:
+            return
+        try:
+            if self._stream is not None:
+                self._stream.close()
+            elif self._future is not None and not self._future.done():
+                self._future.cancel()
+        except Exception:
+            pass
+
+
+class _Caller:
+    """The calling API, shared by Client and the views returned by ``with_options``."""
+
+    _client: "Client"
+    _timeout: Optional[float]
+
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Call:
+        """``await client.call("add", 1, 2)``: the result (a Stream for stream methods).
+
+        Raises RemoteError, TimeoutExpired, LostRemote or KeywordArgumentsUnsupported.
+        """
+        return Call(self, method, args, kwargs)
+
+    def call_async(self, method: str, /, *args: Any, **kwargs: Any) -> asyncio.Future:
+        """Send the call now and return its asyncio future (cancel it to cancel the call)."""
+        return self._client._start(method, args, kwargs, self._timeout)
+
+    def batch(self) -> "Batch":
+        """A Batch that sends queued calls together (see :class:`Batch`)."""
+        return Batch(self)
+
+    def __getattr__(self, method: str) -> RemoteMethod:
+        return RemoteMethod(self, remote_method_name(method))
+
+
+class _Options(_Caller):
+    def __init__(self, client: "Client", timeout: Optional[float]) -> None:
+        self._client = client
+        self._timeout = timeout
+
+
+class Client(_Caller, Node):
+    """Call a zrpc or zerorpc server from asyncio: ``await client.add(1, 2)``.
+
+    Takes the options of :class:`zrpc.Client` (``timeout``, ``heartbeat``,
+    ``stream_window``, ``max_message_size``, ``context``, ``socket_options``,
+    ``trace``) with the same meaning; CURVE is not supported yet on asyncio
+    (TypeError). Make it inside a coroutine: it belongs to the running loop,
+    and any number of tasks of that loop may share it. ``async with`` closes it.
+    """
+
+    _socket_type = zmq.DEALER
+    _kind = "Client"
+
+    def __init__(
+        self,
+        endpoint: Union[str, Sequence[str], None] = None,
+        *,
+        timeout: Optional[float] = 30.0,
+        heartbeat: Optional[float] = 5.0,
+        stream_window: int = 256,
+        max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+        context: Optional[zmq.Context] = None,
+        socket_options: Optional[Mapping[int, Any]] = None,
+        trace: Optional[Tracer] = None,
+        curve_server_key: Any = None,
+        curve_secret_key: Any = None,
+    ) -> None:
+        refuse_security("Client", {"curve_server_key": curve_server_key, "curve_secret_key": curve_secret_key})
+        session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
+                                max_message_size=max_message_size, trace=trace)
+        Node.__init__(self, session, context, socket_options)
+        self._session: ClientSession = session
+        self._client = self
+        self._timeout = timeout
+        if isinstance(endpoint, str):
+            endpoint = [endpoint]
+        for ep in endpoint or ():
+            self.connect(ep)
+        self._start_io()
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self._timeout
+
+    @property
+    def stream_window(self) -> int:
+        return self._session.stream_window
+
+    def connect(self, endpoint: str) -> str:
+        """Connect to one more server (a socket of its own); new calls go round robin over those up."""
+        connected = self._new_transport().connect(endpoint)
+        self._session.endpoints.append(connected)
+        return connected
+
+    def bind(self, endpoint: str) -> str:
+        """Listen for a server that connects (reverse direction); returns the bound endpoint."""
+        bound = self._new_transport().bind(endpoint)
+        self._session.endpoints.append(bound)
+        return bound
+
+    def with_options(self, *, timeout: Any = _UNSET) -> _Caller:
+        """A view of this client whose calls use these options: ``client.with_options(timeout=2).add(1, 2)``."""
+        return _Options(self, self._timeout if timeout is _UNSET else timeout)
+
+    async def close(self) -> None:
+        """Fail calls in flight with ClosedError, tell their servers to cancel them, release the sockets."""
+        if self._closed:
+            return
+        session = self._session
+        for call in session.open_calls():
+            cancel = session.abandon(call)
+            self._fail(call, ClosedError("the client was closed"))
+            if cancel is not None:
+                self._send_nowait(call, cancel)
+        await self._close_io()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    # -- starting a call --------------------------------------------------------
+    def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
+               timeout: Optional[float]) -> asyncio.Future:
+        if isinstance(method, bytes):
+            method = method.decode()
+        if self._closed:
+            raise ClosedError("the client is closed")
+        loop = self._loop
+        start = time.monotonic()
+        call, payload = self._session.request(method, args, kwargs, timeout, start)
+        call.future = future = loop.create_future()
+        future.add_done_callback(partial(self._on_done, call))
+        frames = [b"", payload]
+        if timeout is not None:
+            call.timer = loop.call_later(timeout, self._expire, call)
+        if not self._send_request(call, frames, start):
+            loop.create_task(self._send_request_slowly(call, frames, future))
+        return future
+
+    def _send_request(self, call: ClientCall, frames: List[Any], now: float) -> bool:
+        """Hand a request to the first socket, in the session's order, that is up and can take it now."""
+        transports = self._transports
+        count = len(transports)
+        for index in self._session.send_order(count):
+            transport = transports[index]
+            if transport.connections and transport.try_send(frames):
+                self._session.sent(call, transport, index, count, now)
+                return True
+        return False
+
+    async def _send_request_slowly(self, call: ClientCall, frames: List[Any], future: asyncio.Future) -> None:
+        """Wait until some socket is up with room; the call's timer (or a cancel) ends the wait."""
+        while not future.done():
+            # A socket with no live connection would queue the request for a
+            # server that may never come: wait for one that is up and has room.
+            changes = [t.writable() if t.connections else t.changed() for t in self._transports]
+            if not any(w.done() for w in changes):
+                await asyncio.wait([future, *changes], return_when=asyncio.FIRST_COMPLETED)
+            if self._closed or future.done():
+                return
+            try:
+                if self._send_request(call, frames, time.monotonic()):
+                    return
+            except ClosedError:
+                return
+
+    # -- events from the server ---------------------------------------------------
+    def _on_frames(self, frames: List[Any]) -> None:
+        routed = self._session.receive(frames[-1], time.monotonic())
+        if routed is None:
+            return
+        kind, call, value = routed
+        if kind is ITEM:
+            self._stream_of(call).push(value)
+        elif kind is RESULT:
+            self._stop_timer(call)
+            future = call.future
+            if future is not None and not future.done():
+                future.set_result(value)
+        elif kind is END:
+            self._stream_of(call).push(_END)
+        else:
+            self._stop_timer(call)
+            self._fail_result(call, value)
+
+    def _stream_of(self, call: ClientCall) -> _StreamState:
+        state = call.stream
+        if state is None:
+            state = call.stream = _StreamState(self, call)
+            self._stop_timer(call)  # from now on, the timeout applies between items
+            future, call.future = call.future, None  # only the caller may keep the Stream alive
+            if future is not None and not future.done():
+                future.set_result(Stream(state))
+            else:
+                state.close()  # nobody wants it any more
+        return state
+
+    def _on_done(self, call: ClientCall, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self._abandon(call)
+
+    @staticmethod
+    def _stop_timer(call: ClientCall) -> None:
+        timer, call.timer = call.timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _fail_result(self, call: ClientCall, exc: BaseException) -> None:
+        if call.stream is not None:
+            call.stream.push(_Failure(exc))
+        elif call.future is not None and not call.future.done():
+            call.future.set_exception(exc)
+
+    def _fail(self, call: ClientCall, exc: BaseException) -> None:
+        self._session.finish(call)
+        self._stop_timer(call)
+        self._fail_result(call, exc)
+
+    def _expire(self, call: ClientCall) -> None:
+        call.timer = None
+        expired = self._session.expire(call)
+        if expired is None:
+            if call.transport is None:  # never sent: no server took it in time
+                self._fail_result(call, TimeoutExpired(
+                    call.timeout, self._session.calling(call.method) + " (no server took it)"))
+            return
+        exc, cancel = expired
+        self._fail_result(call, exc)
+        self._send_nowait(call, cancel)
+
+    def _on_lost(self, call: Any) -> None:
+        self._fail(call, self._session.lost(call))
+
+    def _abandon(self, call: ClientCall) -> None:
+        self._stop_timer(call)
+        cancel = self._session.abandon(call)
+        if cancel is not None:
+            self._send_nowait(call, cancel)
+
+    async def _grant(self, call: ClientCall) -> None:
+        """Send the credit due to a stream's server, waiting (within the call's timeout) for room."""
+        due = self._session.grant(call)
+        if due is None:
+            return
+        amount, payload = due
+        timeout = call.timeout
+        try:
+            await self._send(call, payload, None if timeout is None else time.monotonic() + timeout, timeout)
+        except ClosedError:
+            return
+        except TimeoutExpired as exc:
+            self._fail(call, exc)  # the server takes nothing: without credit it never sends again
+            return
+        call.window.sent(amount)
+
+    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
+        return [b"", payload]
+
+    def _transport_of(self, channel: Any) -> Transport:
+        return channel.transport
+
+
+class Batch(CallQueue):
+    """Calls queued, then sent together: ``i = batch.add(1, 2)``; ``results = await batch.run()``.
+
+    Results come in order, a failed call's exception standing in its slot.
+    """
+
+    def __init__(self, caller: _Caller) -> None:
+        super().__init__()
+        self._caller = caller
+
+    async def run(self) -> List[Any]:
+        """Send every queued call, wait for all, and return results (or exceptions) in order."""
+        futures = []
+        for method, args, kwargs in self._take():
+            try:
+                futures.append(self._caller.call_async(method, *args, **kwargs))
+            except Exception as exc:  # e.g. arguments msgpack cannot encode
+                failed = self._caller._client._loop.create_future()
+                failed.set_exception(exc)
+                futures.append(failed)
+        return list(await asyncio.gather(*futures, return_exceptions=True))

@@ -1,0 +1,383 @@
+"""The asyncio server: a ROUTER socket whose calls each run in their own task.
+
+What an incoming message means (start, queue, credit, cancel, refuse) is
+decided by :class:`zrpc.core.server_session.ServerSession`, as for the
+gevent server; this module performs it: a task per call, waiting for
+credit, cancelling a call's task, clean shutdown.
+
+How a method runs:
+
+* ``async def``: awaited in the call's task; a cancel cancels the task.
+* an async generator function: streamed, item by item, under credit.
+* a plain function: in a thread of the server's own bounded pool by
+  default (``sync_methods="thread"``, ``threads`` of them), so that one
+  blocking function cannot freeze the loop; ``sync_methods="inline"`` runs
+  it in the loop instead (the fastest, for functions known not to block).
+  A cancelled plain function cannot be interrupted: it runs to its end and
+  its result is dropped. A plain generator is iterated the same way.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+import types
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+
+import zmq
+
+from ..core import protocol
+from ..core.errors import ClosedError
+from ..core.methods import MethodTable
+from ..core.protocol import printable
+from ..core.server_session import (
+    CANCEL,
+    CREDIT,
+    QUEUED,
+    SEND,
+    SERVER_STOPPED,
+    START,
+    Cancellation,
+    ServerCall,
+    ServerSession,
+)
+from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
+from .node import Node, refuse_security
+from .transport import PeerUnreachable
+
+__all__ = ["Server", "current_call"]
+
+log = logging.getLogger("zrpc.server")
+
+_REJECT_WAIT = 5.0
+_MAX_PENDING_REJECTS = 1024
+_SYNC_MODES = ("thread", "inline")
+# How a method is run, decided once per function.
+_AWAIT, _AGEN, _INLINE, _THREAD = "await", "agen", "inline", "thread"
+_DONE = object()
+
+_CURRENT: contextvars.ContextVar = contextvars.ContextVar("zrpc_aio_call")
+
+
+def current_call() -> Any:
+    """The caller (a :class:`zrpc.CallInfo`) of the remote method running in this task.
+
+    Works in the method's task (and threads it runs in); raises LookupError elsewhere.
+    """
+    from ..security import call_info
+
+    call = _CURRENT.get(None)
+    if call is None:
+        raise LookupError("current_call() works only inside a remote method, in its own task")
+    return call_info(call.method, call.connection)
+
+
+class Server(Node):
+    """Serve the public callables of ``methods`` (an object, a module or a dict) from asyncio.
+
+    Takes the options of :class:`zrpc.Server` (``name``, ``heartbeat``,
+    ``pool_size``, ``send_tracebacks``, ``stream_generators``,
+    ``max_message_size``, ``context``, ``socket_options``, ``trace``) with
+    the same meaning, plus ``sync_methods`` ("thread" or "inline") and
+    ``threads`` for plain functions (see the module docstring). Security
+    options are not supported yet on asyncio (TypeError). Make it inside a
+    coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
+    """
+
+    _socket_type = zmq.ROUTER
+    _kind = "Server"
+
+    def __init__(
+        self,
+        methods: Any = None,
+        name: Optional[str] = None,
+        *,
+        heartbeat: Optional[float] = 5.0,
+        pool_size: Optional[int] = None,
+        send_tracebacks: bool = True,
+        stream_generators: bool = False,
+        max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+        context: Optional[zmq.Context] = None,
+        socket_options: Optional[Mapping[int, Any]] = None,
+        trace: Optional[Tracer] = None,
+        sync_methods: str = "thread",
+        threads: int = 16,
+        curve_secret_key: Any = None,
+        curve_clients: Any = None,
+        allow_ips: Optional[Iterable[str]] = None,
+        deny_ips: Optional[Iterable[str]] = None,
+    ) -> None:
+        refuse_security("Server", {"curve_secret_key": curve_secret_key, "curve_clients": curve_clients,
+                                   "allow_ips": allow_ips, "deny_ips": deny_ips})
+        if sync_methods not in _SYNC_MODES:
+            raise ValueError(f"sync_methods must be one of {', '.join(_SYNC_MODES)}, not {sync_methods!r}")
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        if methods is None:
+            methods = self  # subclass style: class MyService(zrpc.aio.Server)
+        exclude = set(dir(Server)) if methods is self else None
+        session = ServerSession(
+            MethodTable(methods, name, exclude),
+            heartbeat=heartbeat,
+            pool_size=pool_size,
+            send_tracebacks=send_tracebacks,
+            stream_generators=stream_generators,
+            max_message_size=max_message_size,
+            trace=trace,
+        )
+        super().__init__(session, context, socket_options)
+        self._session: ServerSession = session
+        self._sync_methods = sync_methods
+        self._threads = threads
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._how: Dict[Callable[..., Any], str] = {f: _INLINE for f in session.methods.builtins.values()}
+        self._transport = self._new_transport()
+        self._pending_rejects = 0
+        self._stopped = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def name(self) -> str:
+        """The service name (``_zerorpc_name``)."""
+        return self._session.methods.name
+
+    @property
+    def pool_size(self) -> Optional[int]:
+        return self._session.pool_size
+
+    @property
+    def stopping(self) -> bool:
+        return self._session.stopping
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls running or waiting in line."""
+        return self._session.calls_in_flight
+
+    # -- life cycle ------------------------------------------------------------
+    def bind(self, endpoint: str) -> str:
+        """Listen on ``endpoint``; ``tcp://127.0.0.1:*`` picks a port. Returns the endpoint bound."""
+        return self._transport.bind(endpoint)
+
+    def connect(self, endpoint: str) -> str:
+        """Connect to a client that binds (reverse direction)."""
+        return self._transport.connect(endpoint)
+
+    def start(self) -> "Server":
+        """Serve in the background of the running loop; returns at once."""
+        if self._session.stopping:
+            raise RuntimeError("a stopped server cannot be started again; make a new one")
+        self._start_io()
+        return self
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` or :meth:`close` is called (from another task)."""
+        self.start()
+        await self._stopped.wait()
+
+    async def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop taking new calls; let calls in flight finish for up to ``timeout`` seconds, then cancel them."""
+        self._session.stopping = True
+        if not await self._wait_idle(timeout):
+            for call in self._session.open_calls():
+                self._cancel(call, SERVER_STOPPED)
+            await self._wait_idle(1.0)
+        self._stopped.set()
+
+    async def _wait_idle(self, timeout: Optional[float]) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Cancel calls in flight and release the socket, flushing replies already queued (bounded)."""
+        if self._closed:
+            return
+        await self.stop(0)
+        await self._close_io()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    async def __aenter__(self) -> "Server":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    # -- receiving -------------------------------------------------------------
+    def _on_frames(self, frames: List[Any]) -> None:
+        action = self._session.receive(frames, time.monotonic())
+        if action is None:
+            return
+        kind = action[0]
+        if kind is START or kind is QUEUED:
+            call = action[1]
+            call.connection = self._transport.frame
+            if kind is START:
+                self._launch(call)
+                self._idle.clear()
+        elif kind is CREDIT:
+            ready = action[1].credit_ready
+            if ready is not None and not ready.done():
+                ready.set_result(None)
+        elif kind is CANCEL:
+            self._cancel(action[1], action[2])
+        elif kind is SEND:
+            self._send_reject(action[1])
+
+    def _launch(self, call: ServerCall) -> None:
+        call.task = self._loop.create_task(self._serve(call))
+
+    def _send_reject(self, frames: List[Any]) -> None:
+        """Send an ERR outside any call without waiting; if the socket is full, retry in a task."""
+        try:
+            if self._transport.try_send(frames):
+                return
+        except (PeerUnreachable, ClosedError):
+            return
+        if self._pending_rejects >= _MAX_PENDING_REJECTS:
+            log.warning("dropped an ERR reply: %d already wait for a full socket", self._pending_rejects)
+            return
+        self._pending_rejects += 1
+        self._loop.create_task(self._send_reject_slowly(frames))
+
+    async def _send_reject_slowly(self, frames: List[Any]) -> None:
+        try:
+            await self._transport.send(frames, time.monotonic() + _REJECT_WAIT, _REJECT_WAIT)
+        except (PeerUnreachable, ClosedError):
+            pass
+        except Exception as exc:
+            log.warning("dropped an ERR reply: %s", exc)
+        finally:
+            self._pending_rejects -= 1
+
+    # -- serving one call -------------------------------------------------------
+    def _how_to_run(self, func: Callable[..., Any]) -> str:
+        how = self._how.get(func)
+        if how is None:
+            if inspect.iscoroutinefunction(func):
+                how = _AWAIT
+            elif inspect.isasyncgenfunction(func):
+                how = _AGEN
+            else:
+                how = _INLINE if self._sync_methods == "inline" else _THREAD
+            self._how[func] = how
+        return how
+
+    def _in_thread(self, func: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="zrpc-aio")
+        # The thread sees the call's context, so current_call() works there too.
+        return self._loop.run_in_executor(self._pool, partial(contextvars.copy_context().run, func, *args))
+
+    async def _serve(self, call: ServerCall) -> None:
+        session = self._session
+        call.running = True
+        _CURRENT.set(call)  # this task's own context
+        try:
+            try:
+                if call.cancelled is not None:
+                    raise asyncio.CancelledError()
+                name, func, args, kwargs = session.methods.resolve(call.method, call.args)
+                call.method, call.args = name, None
+                how = self._how_to_run(func)
+                if how is _AWAIT:
+                    result = await func(*args, **kwargs)
+                elif how is _INLINE:
+                    result = func(*args, **kwargs)
+                elif how is _THREAD:
+                    result = await self._in_thread(partial(func, *args, **kwargs))
+                else:
+                    result = func(*args, **kwargs)
+                if inspect.isawaitable(result) and how is not _AGEN:
+                    result = await result  # a plain function that returned a coroutine
+                if isinstance(result, types.AsyncGeneratorType):
+                    await self._stream_async(call, result)
+                elif session.streams(func, isinstance(result, types.GeneratorType)):
+                    await self._stream(call, result, how is _THREAD)
+                else:
+                    await self._reply(call, session.reply(call, protocol.OK, [result]))
+            except asyncio.CancelledError:
+                why = call.cancelled
+                if why is None:
+                    raise  # not a zrpc cancel (the loop is shutting down)
+                payload = session.cancelled_reply(call, why)
+                if payload is not None and call.credit > 0:
+                    self._send_nowait(call, payload)
+            except (PeerUnreachable, ClosedError):
+                log.info("call %s(): caller disconnected, result dropped", printable(call.method))
+            except Exception as exc:
+                try:
+                    await self._reply(call, session.error_reply(call, exc))
+                except (asyncio.CancelledError, PeerUnreachable, ClosedError):
+                    pass
+        finally:
+            call.running = False
+            call.connection = None
+            for ready in session.finished(call):
+                self._launch(ready)
+            if session.idle:
+                self._idle.set()
+
+    async def _reply(self, call: ServerCall, payload: bytes) -> None:
+        """Send one encoded reply, waiting for the caller's credit first."""
+        while call.credit <= 0:
+            call.credit_ready = self._loop.create_future()
+            await call.credit_ready
+        call.credit -= 1
+        await self._send(call, payload)
+
+    async def _stream(self, call: ServerCall, iterable: Any, threaded: bool) -> None:
+        session = self._session
+        iterator = iter(iterable)
+        try:
+            while True:
+                item = await self._in_thread(next, iterator, _DONE) if threaded else next(iterator, _DONE)
+                if item is _DONE:
+                    break
+                await self._reply(call, session.reply(call, protocol.STREAM, item))
+            await self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    close()  # runs the generator's finally now
+                except ValueError:  # still executing in its thread (cancelled mid-item)
+                    pass
+
+    async def _stream_async(self, call: ServerCall, agen: Any) -> None:
+        session = self._session
+        try:
+            async for item in agen:
+                await self._reply(call, session.reply(call, protocol.STREAM, item))
+            await self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
+        finally:
+            await agen.aclose()
+
+    # -- cancel, heartbeat loss ----------------------------------------------------
+    def _cancel(self, call: ServerCall, why: Cancellation) -> None:
+        interrupt, answer = self._session.cancel(call, why)
+        if answer is not None:
+            self._send_reject(answer[1])
+        if call.waiting:
+            if self._session.idle:
+                self._idle.set()
+        elif interrupt and call.task is not None and call.task is not asyncio.current_task():
+            call.task.cancel()
+        # a task created but not yet running sees call.cancelled when it starts
+
+    def _on_lost(self, call: Any) -> None:
+        self._cancel(call, self._session.lost(call))
+
+    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
+        return [*channel.envelope, payload]
+
+    def _transport_of(self, channel: Any) -> Any:
+        return self._transport

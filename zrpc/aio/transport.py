@@ -1,0 +1,297 @@
+"""One ZeroMQ socket driven by an asyncio loop: a reader callback on ZMQ_FD and non-blocking sends.
+
+This module owns the sockets of the asyncio driver, their endpoints and
+options, and connection tracking. It knows frames, never events: decoding
+and routing belong to the owner's ``on_frames`` callback.
+
+Why not ``zmq.asyncio``: it wraps every recv and send in a future. Here a
+plain socket's ZMQ_FD is registered with ``loop.add_reader``, and the
+callback drains every message already queued, straight into ``on_frames``
+(no task per message, no switch). ZMQ_FD is edge-triggered: it signals
+only a change of ZMQ_EVENTS, and a send may consume that signal. So the
+drain runs until EVENTS says nothing is left (checked before every sleep),
+and every send re-checks EVENTS and schedules a drain if input waits.
+
+Connections are tracked with a socket monitor, as in the gevent driver,
+not with ZMQ_IMMEDIATE (which discards replies already received from a
+server that then disconnects).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, List, Optional, Sequence
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from ..core.errors import ClosedError, TimeoutExpired
+
+__all__ = ["Transport", "PeerUnreachable"]
+
+log = logging.getLogger("zrpc.transport")
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_EVENTS = int(zmq.EVENTS)
+_ZERO_COPY = 1 << 16
+# Messages handled per drain before the loop gets a turn (then the drain is rescheduled).
+_BURST = 256
+_HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+_TRACKED_EVENTS = _HANDSHAKE_OK | _DISCONNECTED
+
+
+class PeerUnreachable(Exception):
+    """A ROUTER reply could not be routed: that peer has disconnected."""
+
+
+class Transport:
+    """A zmq ``socket_type`` socket on ``loop`` whose incoming messages go to ``on_frames(frames)``.
+
+    ``on_frames`` runs inside the loop's reader callback and must not block
+    (it may create tasks and set futures). ``close()`` never blocks: zmq
+    delivers what is queued in the background for at most ``linger``.
+    """
+
+    def __init__(self, socket_type: int, on_frames: Callable[[List[Any]], None], context: zmq.Context,
+                 loop: asyncio.AbstractEventLoop, max_message_size: Optional[int] = None,
+                 setup: Optional[Callable[[zmq.Socket], None]] = None, track_connections: bool = False) -> None:
+        sock = context.socket(socket_type)
+        sock.linger = 0
+        self._is_router = socket_type == zmq.ROUTER
+        if self._is_router:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # EHOSTUNREACH instead of silent drops
+        if max_message_size:
+            sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)  # backstop above the soft limit
+        if setup is not None:
+            setup(sock)  # the owner's options, before any bind or connect
+        self._sock = sock
+        self._loop = loop
+        self._on_frames = on_frames
+        self._closed = False
+        self._drain_scheduled = False
+        self._fd = sock.getsockopt(zmq.FD)
+        self._write_waiters: List[asyncio.Future] = []
+        self.endpoints: List[str] = []
+        #: While ``on_frames`` runs: the zmq Frame of the message's payload (connection metadata).
+        self.frame: Optional[zmq.Frame] = None
+        #: Live connections (handshake done, not dropped since), when tracked.
+        self.connections = 0
+        self._change_waiters: List[asyncio.Future] = []
+        self._monitor: Optional[zmq.Socket] = None
+        self._monitor_fd: Optional[int] = None
+        if track_connections:
+            self._monitor = sock.get_monitor_socket(_TRACKED_EVENTS)
+            self._monitor_fd = self._monitor.getsockopt(zmq.FD)
+        self._started = False
+
+    def start(self) -> None:
+        """Start reading (idempotent): from now on ``on_frames`` sees incoming messages."""
+        if self._started or self._closed:
+            return
+        self._started = True
+        self._loop.add_reader(self._fd, self._poll)
+        if self._monitor is not None:
+            self._loop.add_reader(self._monitor_fd, self._read_monitor)
+            self._read_monitor()  # events queued before the reader was registered
+        self._schedule_drain()  # messages queued before: the FD will not signal them again
+
+    # -- endpoints -------------------------------------------------------
+    def bind(self, endpoint: str) -> str:
+        """Bind; return the endpoint actually bound (``tcp://127.0.0.1:*`` picks a free port)."""
+        self._check_open()
+        self._sock.bind(endpoint)
+        bound = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoints.append(bound)
+        return bound
+
+    def connect(self, endpoint: str) -> str:
+        """Connect (zmq reconnects by itself if the peer comes and goes)."""
+        self._check_open()
+        self._sock.connect(endpoint)
+        self.endpoints.append(endpoint)
+        return endpoint
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._sock
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("socket is closed")
+
+    def close(self, linger: float = 0.0) -> None:
+        """Release the socket now; waiting senders raise ClosedError. Never blocks."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            self._loop.remove_reader(self._fd)
+        self._wake(self._write_waiters)
+        self._wake(self._change_waiters)
+        if self._monitor is not None:
+            if self._started:
+                self._loop.remove_reader(self._monitor_fd)
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(linger=0)
+        self._sock.close(linger=int(linger * 1000))
+
+    @staticmethod
+    def _wake(waiters: List[asyncio.Future]) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        waiters.clear()
+
+    # -- connections ---------------------------------------------------------
+    def _read_monitor(self) -> None:
+        monitor = self._monitor
+        while not self._closed:
+            try:
+                frames = monitor.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            event = parse_monitor_message(frames)["event"]
+            if event == _HANDSHAKE_OK:
+                self.connections += 1
+            elif event == _DISCONNECTED and self.connections:
+                self.connections -= 1
+            self._wake(self._change_waiters)
+
+    def changed(self) -> asyncio.Future:
+        """A future done at the next change of connections or room (or at close)."""
+        waiter = self._loop.create_future()
+        if self._closed:
+            waiter.set_result(None)
+        else:
+            self._change_waiters.append(waiter)
+        return waiter
+
+    # -- receiving -------------------------------------------------------------
+    def _poll(self) -> None:
+        """Act on ZMQ_EVENTS: drain input now, wake senders waiting for room."""
+        if self._closed or not self._started:
+            return
+        try:
+            events = self._sock.getsockopt(_EVENTS)
+        except zmq.ZMQError:
+            return
+        if events & _POLLOUT and self._write_waiters:
+            self._wake(self._write_waiters)
+            self._wake(self._change_waiters)
+        if events & _POLLIN:
+            self._drain()
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._scheduled_drain)
+
+    def _scheduled_drain(self) -> None:
+        self._drain_scheduled = False
+        self._poll()
+
+    def _drain(self) -> None:
+        sock = self._sock
+        recv = sock.recv
+        events = sock.getsockopt
+        on_frames = self._on_frames
+        for _ in range(_BURST):
+            if self._closed:
+                return
+            try:
+                # Checked before "sleeping": the FD will not signal input already queued.
+                if not events(_EVENTS) & _POLLIN:
+                    return
+                frame = recv(_NOBLOCK, copy=False)
+                frames: List[Any] = []
+                while frame.more:
+                    frames.append(frame.bytes)
+                    frame = recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                continue
+            except zmq.ZMQError as exc:
+                if not self._closed:
+                    log.error("receive failed, the socket stops reading: %s", exc)
+                return
+            frames.append(frame.buffer)
+            self.frame = frame
+            try:
+                on_frames(frames)
+            except Exception:
+                log.exception("error while handling an incoming message (ignored)")
+            self.frame = None
+        self._schedule_drain()  # a long burst: let other callbacks run, then go on
+
+    # -- sending -----------------------------------------------------------------
+    def try_send(self, frames: Sequence[Any]) -> bool:
+        """Send now if the socket can take it; return False if it would block.
+
+        Raises PeerUnreachable if a ROUTER peer is gone, ClosedError if closed.
+        """
+        if self._closed:
+            raise ClosedError("socket is closed")
+        send = self._sock.send
+        try:
+            for frame in frames[:-1]:
+                send(frame, _SNDMORE_NOBLOCK)
+            last = frames[-1]
+            send(last, _NOBLOCK, copy=len(last) < _ZERO_COPY)
+        except zmq.Again:
+            self._schedule_drain()  # the failed send may have eaten the FD's edge
+            return False
+        except zmq.ZMQError as exc:
+            self._schedule_drain()
+            if exc.errno == zmq.EHOSTUNREACH:
+                raise PeerUnreachable(str(exc)) from None
+            if self._closed:
+                raise ClosedError("socket is closed") from None
+            raise
+        # The send may have consumed the edge announcing input: look again soon.
+        self._schedule_drain()
+        return True
+
+    def writable(self) -> asyncio.Future:
+        """A future done once the socket may take a message (at once if it can now), or at close."""
+        waiter = self._loop.create_future()
+        if self._closed:
+            waiter.set_result(None)
+            return waiter
+        self._write_waiters.append(waiter)
+        self._poll()
+        return waiter
+
+    async def send(self, frames: Sequence[Any], deadline: Optional[float] = None,
+                   timeout: Optional[float] = None) -> None:
+        """Send, waiting while the socket is full, until ``deadline`` (time.monotonic()).
+
+        Raises TimeoutExpired(timeout) if the deadline passes first: then nothing was sent.
+        """
+        backoff = 0.001
+        while not self.try_send(frames):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutExpired(timeout, "while sending (no peer is taking messages)")
+            if self._is_router:
+                # ROUTER's POLLOUT means "some pipe has room", not ours: back off.
+                await asyncio.sleep(backoff if remaining is None else min(backoff, remaining))
+                backoff = min(backoff * 2, 0.05)
+                continue
+            waiter = self.writable()
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), remaining)
+            except asyncio.TimeoutError:
+                pass

@@ -1,0 +1,63 @@
+"""The shape of the calling API, shared by every driver: remote methods as attributes, batches.
+
+``client.add(1, 2)`` is ``client.call("add", 1, 2)``; a batch queues calls
+and hands them to the driver together. What a call returns (a value, a
+gevent Future, an awaitable) is the driver's business: this module only
+names methods and queues calls. No I/O, no event loop.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Tuple
+
+__all__ = ["remote_method_name", "RemoteMethod", "CallQueue"]
+
+
+def remote_method_name(name: str) -> str:
+    """``name`` if it may be a remote method; AttributeError for private names (but zerorpc's built-ins)."""
+    if name.startswith("_") and not name.startswith("_zerorpc_"):
+        raise AttributeError(name)
+    return name
+
+
+class RemoteMethod:
+    """A remote method bound to a caller: calling it is ``caller.call(name, ...)``."""
+
+    __slots__ = ("_caller", "_name")
+
+    def __init__(self, caller: Any, name: str) -> None:
+        self._caller = caller
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._caller.call(self._name, *args, **kwargs)
+
+    def call_async(self, *args: Any, **kwargs: Any) -> Any:
+        """Start the call and return the driver's future at once."""
+        return self._caller.call_async(self._name, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<remote method {self._name}>"
+
+
+class CallQueue:
+    """Calls queued by a batch: ``queue.add(1, 2)`` or ``queue.call("add", 1, 2)`` return the index."""
+
+    def __init__(self) -> None:
+        self._calls: List[Tuple[str, tuple, Dict[str, Any]]] = []
+
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> int:
+        """Queue one call; return its index in the results."""
+        self._calls.append((method, args, kwargs))
+        return len(self._calls) - 1
+
+    def __getattr__(self, method: str) -> Callable[..., int]:
+        remote_method_name(method)
+        return lambda *args, **kwargs: self.call(method, *args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def _take(self) -> List[Tuple[str, tuple, Dict[str, Any]]]:
+        """The queued calls, in order; the queue is empty afterwards."""
+        calls, self._calls = self._calls, []
+        return calls
