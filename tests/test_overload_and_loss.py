@@ -107,7 +107,15 @@ def test_a_frozen_client_with_replies_piling_up_costs_no_cpu_and_delays_nobody(p
     try:
         client = client_factory(endpoint, timeout=30, heartbeat=5)
         assert client.add(1, 1) == 2
-        gevent.sleep(0.5)  # the server has produced the replies it can
+        # Let the server work through the 12,000 requests it already has (bounded: a server
+        # that spins never settles, and then fails the CPU check below).
+        previous = _cpu_seconds(server.pid)
+        for _ in range(40):
+            gevent.sleep(0.5)
+            now = _cpu_seconds(server.pid)
+            if now - previous < 0.05:
+                break
+            previous = now
         cpu_before, started = _cpu_seconds(server.pid), time.monotonic()
         slowest = 0.0
         for i in range(30):  # 3 s of calls from an innocent client

@@ -22,6 +22,7 @@ from ..core.calling import CallQueue, RemoteMethod, remote_method_name
 from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
 from ..core.errors import ClosedError, TimeoutExpired
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
+from ..nodes import ClientBase
 from .node import Node, refuse_security
 from .transport import Transport
 
@@ -30,7 +31,6 @@ __all__ = ["Client", "Call", "Stream", "Batch"]
 log = logging.getLogger("zrpc.client")
 
 _END = object()
-_UNSET = object()
 
 
 class _Failure:
@@ -216,7 +216,7 @@ class _Options(_Caller):
         self._timeout = timeout
 
 
-class Client(_Caller, Node):
+class Client(_Caller, ClientBase, Node):
     """Call a zrpc or zerorpc server from asyncio: ``await client.add(1, 2)``.
 
     Takes the options of :class:`zrpc.Client` (``timeout``, ``heartbeat``,
@@ -226,7 +226,7 @@ class Client(_Caller, Node):
     and any number of tasks of that loop may share it. ``async with`` closes it.
     """
 
-    _socket_type = zmq.DEALER
+    _options_class = _Options
     _kind = "Client"
 
     def __init__(
@@ -255,30 +255,6 @@ class Client(_Caller, Node):
         for ep in endpoint or ():
             self.connect(ep)
         self._start_io()
-
-    @property
-    def timeout(self) -> Optional[float]:
-        return self._timeout
-
-    @property
-    def stream_window(self) -> int:
-        return self._session.stream_window
-
-    def connect(self, endpoint: str) -> str:
-        """Connect to one more server (a socket of its own); new calls go round robin over those up."""
-        connected = self._new_transport().connect(endpoint)
-        self._session.endpoints.append(connected)
-        return connected
-
-    def bind(self, endpoint: str) -> str:
-        """Listen for a server that connects (reverse direction); returns the bound endpoint."""
-        bound = self._new_transport().bind(endpoint)
-        self._session.endpoints.append(bound)
-        return bound
-
-    def with_options(self, *, timeout: Any = _UNSET) -> _Caller:
-        """A view of this client whose calls use these options: ``client.with_options(timeout=2).add(1, 2)``."""
-        return _Options(self, self._timeout if timeout is _UNSET else timeout)
 
     async def close(self) -> None:
         """Fail calls in flight with ClosedError, tell their servers to cancel them, release the sockets."""
@@ -316,17 +292,6 @@ class Client(_Caller, Node):
         if not self._send_request(call, frames, start):
             loop.create_task(self._send_request_slowly(call, frames, future))
         return future
-
-    def _send_request(self, call: ClientCall, frames: List[Any], now: float) -> bool:
-        """Hand a request to the first socket, in the session's order, that is up and can take it now."""
-        transports = self._transports
-        count = len(transports)
-        for index in self._session.send_order(count):
-            transport = transports[index]
-            if transport.connections and transport.try_send(frames):
-                self._session.sent(call, transport, index, count, now)
-                return True
-        return False
 
     async def _send_request_slowly(self, call: ClientCall, frames: List[Any], future: asyncio.Future) -> None:
         """Wait until some socket is up with room; the call's timer (or a cancel) ends the wait."""

@@ -16,6 +16,7 @@ import zmq
 from ..core.channel import Channel
 from ..core.errors import ClosedError
 from ..core.session import Session
+from ..nodes import NodeBase
 from .transport import PeerUnreachable, Transport
 
 __all__ = ["Node", "SECURITY_OPTIONS", "refuse_security"]
@@ -42,10 +43,9 @@ def running_loop(cls: str) -> asyncio.AbstractEventLoop:
                            "asyncio loop") from None
 
 
-class Node:
+class Node(NodeBase):
     """Base of the asyncio Client and Server: sockets, heartbeats and clean closing around a session."""
 
-    _socket_type: int = zmq.DEALER
     _kind = "Node"
 
     #: Seconds zmq may still spend delivering what is queued when a node closes.
@@ -54,31 +54,8 @@ class Node:
     def __init__(self, session: Session, context: Optional[zmq.Context],
                  socket_options: Optional[Mapping[int, Any]]) -> None:
         self._loop = running_loop(self._kind)
-        self._session = session
-        self._own_context = context is None
-        self._context = zmq.Context() if context is None else context
-        self._socket_options = dict(socket_options or {})
-        self._transports: List[Transport] = []
+        self._init_node(session, context, socket_options)
         self._heartbeats: Optional[asyncio.Task] = None
-        self._started = False
-        self._closed = False
-
-    @property
-    def heartbeat(self) -> Optional[float]:
-        return self._session.heartbeat
-
-    @property
-    def max_message_size(self) -> Optional[int]:
-        return self._session.max_message_size
-
-    @property
-    def endpoints(self) -> List[str]:
-        """Every endpoint bound or connected, in order."""
-        return [ep for transport in self._transports for ep in transport.endpoints]
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def _new_transport(self) -> Transport:
         if self._closed:
@@ -91,10 +68,6 @@ class Node:
             transport.start()
         return transport
 
-    def _setup_socket(self, sock: zmq.Socket) -> None:
-        for option, value in self._socket_options.items():
-            sock.setsockopt(option, value)
-
     def _start_io(self) -> None:
         """Start reading every socket, and the heartbeat task."""
         self._started = True
@@ -104,15 +77,10 @@ class Node:
             self._heartbeats = self._loop.create_task(self._heartbeat_loop())
 
     async def _heartbeat_loop(self) -> None:
-        session = self._session
-        tick = session.table.tick
+        tick = self._session.table.tick
         while not self._closed:
             await asyncio.sleep(tick)
-            pings, lost = session.heartbeats(time.monotonic())
-            for channel, payload in pings:
-                self._send_nowait(channel, payload)
-            for channel in lost:
-                self._on_lost(channel)
+            self._beat(time.monotonic())
 
     async def _close_io(self) -> None:
         """Close every socket, then wait (at most CLOSE_LINGER) until zmq has sent what was queued."""

@@ -46,6 +46,7 @@ from ..core.server_session import (
     ServerSession,
 )
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
+from ..nodes import ServerBase
 from .node import Node, refuse_security
 from .transport import PeerUnreachable
 
@@ -76,7 +77,7 @@ def current_call() -> Any:
     return call_info(call.method, call.connection)
 
 
-class Server(Node):
+class Server(ServerBase, Node):
     """Serve the public callables of ``methods`` (an object, a module or a dict) from asyncio.
 
     Takes the options of :class:`zrpc.Server` (``name``, ``heartbeat``,
@@ -88,7 +89,6 @@ class Server(Node):
     coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
     """
 
-    _socket_type = zmq.ROUTER
     _kind = "Server"
 
     def __init__(
@@ -141,33 +141,7 @@ class Server(Node):
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @property
-    def name(self) -> str:
-        """The service name (``_zerorpc_name``)."""
-        return self._session.methods.name
-
-    @property
-    def pool_size(self) -> Optional[int]:
-        return self._session.pool_size
-
-    @property
-    def stopping(self) -> bool:
-        return self._session.stopping
-
-    @property
-    def calls_in_flight(self) -> int:
-        """Calls running or waiting in line."""
-        return self._session.calls_in_flight
-
     # -- life cycle ------------------------------------------------------------
-    def bind(self, endpoint: str) -> str:
-        """Listen on ``endpoint``; ``tcp://127.0.0.1:*`` picks a port. Returns the endpoint bound."""
-        return self._transport.bind(endpoint)
-
-    def connect(self, endpoint: str) -> str:
-        """Connect to a client that binds (reverse direction)."""
-        return self._transport.connect(endpoint)
-
     def start(self) -> "Server":
         """Serve in the background of the running loop; returns at once."""
         if self._session.stopping:

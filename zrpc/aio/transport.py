@@ -24,32 +24,23 @@ import time
 from typing import Any, Callable, List, Optional, Sequence
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
-from ..core.errors import ClosedError, TimeoutExpired
+from ..core.errors import TimeoutExpired
+from ..sockets import PeerUnreachable, SocketCore
 
 __all__ = ["Transport", "PeerUnreachable"]
 
 log = logging.getLogger("zrpc.transport")
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
-_ZERO_COPY = 1 << 16
 # Messages handled per drain before the loop gets a turn (then the drain is rescheduled).
 _BURST = 256
-_HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
-_TRACKED_EVENTS = _HANDSHAKE_OK | _DISCONNECTED
 
 
-class PeerUnreachable(Exception):
-    """A ROUTER reply could not be routed: that peer has disconnected."""
-
-
-class Transport:
+class Transport(SocketCore):
     """A zmq ``socket_type`` socket on ``loop`` whose incoming messages go to ``on_frames(frames)``.
 
     ``on_frames`` runs inside the loop's reader callback and must not block
@@ -60,33 +51,14 @@ class Transport:
     def __init__(self, socket_type: int, on_frames: Callable[[List[Any]], None], context: zmq.Context,
                  loop: asyncio.AbstractEventLoop, max_message_size: Optional[int] = None,
                  setup: Optional[Callable[[zmq.Socket], None]] = None, track_connections: bool = False) -> None:
-        sock = context.socket(socket_type)
-        sock.linger = 0
-        self._is_router = socket_type == zmq.ROUTER
-        if self._is_router:
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # EHOSTUNREACH instead of silent drops
-        if max_message_size:
-            sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)  # backstop above the soft limit
-        if setup is not None:
-            setup(sock)  # the owner's options, before any bind or connect
-        self._sock = sock
+        super().__init__(socket_type, context, max_message_size, setup, track_connections)
         self._loop = loop
         self._on_frames = on_frames
-        self._closed = False
         self._drain_scheduled = False
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd = self._sock.getsockopt(zmq.FD)
         self._write_waiters: List[asyncio.Future] = []
-        self.endpoints: List[str] = []
-        #: While ``on_frames`` runs: the zmq Frame of the message's payload (connection metadata).
-        self.frame: Optional[zmq.Frame] = None
-        #: Live connections (handshake done, not dropped since), when tracked.
-        self.connections = 0
         self._change_waiters: List[asyncio.Future] = []
-        self._monitor: Optional[zmq.Socket] = None
-        self._monitor_fd: Optional[int] = None
-        if track_connections:
-            self._monitor = sock.get_monitor_socket(_TRACKED_EVENTS)
-            self._monitor_fd = self._monitor.getsockopt(zmq.FD)
+        self._monitor_fd: Optional[int] = self._monitor.getsockopt(zmq.FD) if self._monitor is not None else None
         self._started = False
 
     def start(self) -> None:
@@ -100,34 +72,6 @@ class Transport:
             self._read_monitor()  # events queued before the reader was registered
         self._schedule_drain()  # messages queued before: the FD will not signal them again
 
-    # -- endpoints -------------------------------------------------------
-    def bind(self, endpoint: str) -> str:
-        """Bind; return the endpoint actually bound (``tcp://127.0.0.1:*`` picks a free port)."""
-        self._check_open()
-        self._sock.bind(endpoint)
-        bound = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.endpoints.append(bound)
-        return bound
-
-    def connect(self, endpoint: str) -> str:
-        """Connect (zmq reconnects by itself if the peer comes and goes)."""
-        self._check_open()
-        self._sock.connect(endpoint)
-        self.endpoints.append(endpoint)
-        return endpoint
-
-    @property
-    def socket(self) -> zmq.Socket:
-        return self._sock
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("socket is closed")
-
     def close(self, linger: float = 0.0) -> None:
         """Release the socket now; waiting senders raise ClosedError. Never blocks."""
         if self._closed:
@@ -135,17 +79,11 @@ class Transport:
         self._closed = True
         if self._started:
             self._loop.remove_reader(self._fd)
+            if self._monitor_fd is not None:
+                self._loop.remove_reader(self._monitor_fd)
         self._wake(self._write_waiters)
         self._wake(self._change_waiters)
-        if self._monitor is not None:
-            if self._started:
-                self._loop.remove_reader(self._monitor_fd)
-            try:
-                self._sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-            self._monitor.close(linger=0)
-        self._sock.close(linger=int(linger * 1000))
+        self.close_socket(linger)
 
     @staticmethod
     def _wake(waiters: List[asyncio.Future]) -> None:
@@ -156,20 +94,15 @@ class Transport:
 
     # -- connections ---------------------------------------------------------
     def _read_monitor(self) -> None:
-        monitor = self._monitor
-        while not self._closed:
-            try:
-                frames = monitor.recv_multipart(_NOBLOCK)
-            except zmq.Again:
-                return
-            except zmq.ZMQError:
-                return
-            event = parse_monitor_message(frames)["event"]
-            if event == _HANDSHAKE_OK:
-                self.connections += 1
-            elif event == _DISCONNECTED and self.connections:
-                self.connections -= 1
-            self._wake(self._change_waiters)
+        self.read_monitor()
+
+    def connections_changed(self) -> None:
+        self._wake(self._change_waiters)
+
+    def wake_senders(self) -> None:
+        """Wake tasks waiting to send, so they re-check why they cannot."""
+        self._wake(self._write_waiters)
+        self._wake(self._change_waiters)
 
     def changed(self) -> asyncio.Future:
         """A future done at the next change of connections or room (or at close)."""
@@ -204,18 +137,24 @@ class Transport:
         self._drain_scheduled = False
         self._poll()
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
+        """Hand on every message already received, now (before treating the connection as gone)."""
+        while not self._closed and self._drain():
+            pass
+
+    def _drain(self) -> bool:
+        """Hand on up to a burst of queued messages; True if more may be waiting (a drain is scheduled)."""
         sock = self._sock
         recv = sock.recv
         events = sock.getsockopt
         on_frames = self._on_frames
         for _ in range(_BURST):
             if self._closed:
-                return
+                return False
             try:
                 # Checked before "sleeping": the FD will not signal input already queued.
                 if not events(_EVENTS) & _POLLIN:
-                    return
+                    return False
                 frame = recv(_NOBLOCK, copy=False)
                 frames: List[Any] = []
                 while frame.more:
@@ -226,7 +165,7 @@ class Transport:
             except zmq.ZMQError as exc:
                 if not self._closed:
                     log.error("receive failed, the socket stops reading: %s", exc)
-                return
+                return False
             frames.append(frame.buffer)
             self.frame = frame
             try:
@@ -235,34 +174,12 @@ class Transport:
                 log.exception("error while handling an incoming message (ignored)")
             self.frame = None
         self._schedule_drain()  # a long burst: let other callbacks run, then go on
+        return True
 
     # -- sending -----------------------------------------------------------------
-    def try_send(self, frames: Sequence[Any]) -> bool:
-        """Send now if the socket can take it; return False if it would block.
-
-        Raises PeerUnreachable if a ROUTER peer is gone, ClosedError if closed.
-        """
-        if self._closed:
-            raise ClosedError("socket is closed")
-        send = self._sock.send
-        try:
-            for frame in frames[:-1]:
-                send(frame, _SNDMORE_NOBLOCK)
-            last = frames[-1]
-            send(last, _NOBLOCK, copy=len(last) < _ZERO_COPY)
-        except zmq.Again:
-            self._schedule_drain()  # the failed send may have eaten the FD's edge
-            return False
-        except zmq.ZMQError as exc:
-            self._schedule_drain()
-            if exc.errno == zmq.EHOSTUNREACH:
-                raise PeerUnreachable(str(exc)) from None
-            if self._closed:
-                raise ClosedError("socket is closed") from None
-            raise
+    def after_send(self) -> None:
         # The send may have consumed the edge announcing input: look again soon.
         self._schedule_drain()
-        return True
 
     def writable(self) -> asyncio.Future:
         """A future done once the socket may take a message (at once if it can now), or at close."""
@@ -288,7 +205,7 @@ class Transport:
             if self._is_router:
                 # ROUTER's POLLOUT means "some pipe has room", not ours: back off.
                 await asyncio.sleep(backoff if remaining is None else min(backoff, remaining))
-                backoff = min(backoff * 2, 0.05)
+                backoff = min(backoff * 2, 0.5)  # a frozen peer costs no CPU spin
                 continue
             waiter = self.writable()
             try:

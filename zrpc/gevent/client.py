@@ -20,6 +20,7 @@ from gevent.event import AsyncResult, Event
 from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
 from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
+from ..nodes import ClientBase
 from .node import Node
 from .security import ClientGuard
 from .transport import Transport
@@ -33,7 +34,6 @@ log = logging.getLogger("zrpc.client")
 Future = AsyncResult
 
 _END = object()
-_UNSET = object()
 
 
 class _StreamState:
@@ -182,7 +182,7 @@ class _Options(_Caller):
         self._timeout = timeout
 
 
-class Client(_Caller, Node):
+class Client(_Caller, ClientBase, Node):
     """Call a zrpc or zerorpc server: ``client.add(1, 2)``, ``client.call("add", 1, 2)``.
 
     ``endpoint`` is one endpoint or a list: each new call goes to the next
@@ -201,6 +201,7 @@ class Client(_Caller, Node):
     """
 
     _socket_type = zmq.DEALER
+    _options_class = _Options
 
     def __init__(
         self,
@@ -231,46 +232,10 @@ class Client(_Caller, Node):
             self.connect(ep)
         self._start_io()
 
-    @property
-    def timeout(self) -> Optional[float]:
-        return self._timeout
-
-    @property
-    def stream_window(self) -> int:
-        return self._session.stream_window
-
-    def connect(self, endpoint: str) -> str:
-        """Connect to one more server; new calls are spread over every server that is up.
-
-        Each endpoint gets its own socket, so a call's later events reach the
-        server that took it (one shared DEALER would scatter them).
-        """
-        connected = self._watched_transport().connect(endpoint)
-        self._session.endpoints.append(connected)
-        return connected
-
-    def bind(self, endpoint: str) -> str:
-        """Listen for a server that connects (reverse direction); returns the bound endpoint.
-
-        Use one server per bound endpoint: several servers behind one bound
-        socket would share its round robin, as with zerorpc.
-        """
-        bound = self._watched_transport().bind(endpoint)
-        self._session.endpoints.append(bound)
-        return bound
-
-    def _watched_transport(self) -> Transport:
-        transport = self._new_transport()
+    def _client_transport(self) -> Transport:
+        transport = super()._client_transport()
         transport.on_event = self._guard.watch(transport.socket)
-        transport.on_all_disconnected = lambda: self._on_disconnected(transport)
         return transport
-
-    def _on_disconnected(self, transport: Transport) -> None:
-        """libzmq saw the connection drop: its calls cannot be answered any more, fail them now."""
-        session = self._session
-        for call in session.open_calls():
-            if call.transport is transport:
-                self._fail(call, session.disconnected(call, transport.endpoints))
 
     def _on_handshake_failed(self, sock: zmq.Socket, exc: AuthenticationFailed) -> None:
         """A handshake on ``sock`` failed: fail the calls that went to it, wake the calls waiting to send."""
@@ -280,15 +245,6 @@ class Client(_Caller, Node):
         for transport in self._transports:
             if transport.socket is sock:
                 transport.wake_senders()
-
-    def with_options(self, *, timeout: Any = _UNSET) -> _Caller:
-        """A view of this client (same connection) whose calls use these options.
-
-        ``client.with_options(timeout=2).add(1, 2)``; ``timeout=None`` waits
-        forever. The view has ``call``, ``call_async``, ``batch`` and
-        attribute-style methods.
-        """
-        return _Options(self, self._timeout if timeout is _UNSET else timeout)
 
     def close(self) -> None:
         """Fail calls in flight with ClosedError, tell their servers to cancel them, and release the sockets.
@@ -341,17 +297,6 @@ class Client(_Caller, Node):
             call.timer = self._hub_loop.timer(max(start + timeout - call.last_sent, 0.0))
             call.timer.start(self._expire, call)
         return future
-
-    def _send_request(self, call: ClientCall, frames: List[Any], now: float) -> bool:
-        """Hand a request to the first socket, in the session's order, that can take it now."""
-        transports = self._transports
-        count = len(transports)
-        for index in self._session.send_order(count):
-            transport = transports[index]
-            if transport.connections and transport.try_send(frames):
-                self._session.sent(call, transport, index, count, now)
-                return True
-        return False
 
     def _send_request_slowly(self, call: ClientCall, frames: List[Any], deadline: Optional[float]) -> None:
         """Wait until some socket can take the request, or raise TimeoutExpired at ``deadline``."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 import gevent
 import zmq
@@ -16,6 +16,7 @@ import zmq
 from ..core.channel import Channel
 from ..core.errors import ClosedError
 from ..core.session import Session
+from ..nodes import NodeBase
 from .transport import PeerUnreachable, Transport
 
 __all__ = ["Node"]
@@ -23,10 +24,8 @@ __all__ = ["Node"]
 log = logging.getLogger("zrpc")
 
 
-class Node:
+class Node(NodeBase):
     """Base of Client and Server: sockets, heartbeats and clean closing around a core session."""
-
-    _socket_type: int = zmq.DEALER
 
     #: Seconds zmq may still spend delivering replies and cancels already
     #: queued when a node closes; close() waits for them at most this long.
@@ -34,26 +33,8 @@ class Node:
 
     def __init__(self, session: Session, context: Optional[zmq.Context],
                  socket_options: Optional[Mapping[int, Any]] = None) -> None:
-        self._session = session
-        # A context of our own can be terminated on close, which is what
-        # flushes queued replies before the process may exit.
-        self._own_context = context is None
-        self._context = zmq.Context() if context is None else context
-        self._socket_options = dict(socket_options or {})
-        #: Called with every new socket before it binds or connects (security hooks in here).
-        self._socket_setups: List[Callable[[zmq.Socket], None]] = []
-        self._transports: List[Transport] = []
+        self._init_node(session, context, socket_options)
         self._heartbeats: Optional[gevent.Greenlet] = None
-        self._started = False
-        self._closed = False
-
-    @property
-    def heartbeat(self) -> Optional[float]:
-        return self._session.heartbeat
-
-    @property
-    def max_message_size(self) -> Optional[int]:
-        return self._session.max_message_size
 
     def _new_transport(self) -> Transport:
         transport = Transport(self._socket_type, self._on_frames, self._context, self.max_message_size,
@@ -62,21 +43,6 @@ class Node:
         if self._started:
             transport.start()
         return transport
-
-    def _setup_socket(self, sock: zmq.Socket) -> None:
-        for option, value in self._socket_options.items():
-            sock.setsockopt(option, value)
-        for setup in self._socket_setups:
-            setup(sock)
-
-    @property
-    def endpoints(self) -> List[str]:
-        """Every endpoint bound or connected, in order."""
-        return [ep for transport in self._transports for ep in transport.endpoints]
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     # -- life cycle --------------------------------------------------------
     def _start_io(self) -> None:
@@ -103,17 +69,10 @@ class Node:
                 log.warning("zmq did not finish closing within %gs", self.CLOSE_LINGER + 1)
 
     def _heartbeat_loop(self) -> None:
-        session = self._session
-        tick = session.table.tick
+        tick = self._session.table.tick
         while not self._closed:
             gevent.sleep(tick)
-            now = time.monotonic()
-            pings, lost = session.heartbeats(now)
-            for channel, payload in pings:
-                if self._send_nowait(channel, payload):
-                    session.pinged(channel, now)
-            for channel in lost:
-                self._on_lost(channel)
+            self._beat(time.monotonic())
 
     # -- sending ------------------------------------------------------------
     def _frames(self, channel: Channel, payload: bytes) -> List[Any]:

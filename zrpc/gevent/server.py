@@ -34,6 +34,7 @@ from ..core.server_session import (
 )
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..security import _CALLS
+from ..nodes import ServerBase
 from .node import Node
 from .security import ServerGuard
 from .transport import PeerUnreachable
@@ -61,7 +62,7 @@ class _Cancelled(gevent.GreenletExit):
         self.why = why
 
 
-class Server(Node):
+class Server(ServerBase, Node):
     """Serve the public callables of ``methods`` (an object, a module or a dict) over zerorpc v3.
 
     ``heartbeat`` (seconds, None to disable) should match the clients'.
@@ -79,8 +80,6 @@ class Server(Node):
     apply with or without CURVE. Inside a method, ``zrpc.current_call()``
     tells who is calling.
     """
-
-    _socket_type = zmq.ROUTER
 
     def __init__(
         self,
@@ -127,32 +126,7 @@ class Server(Node):
         self._idle = Event()
         self._idle.set()
 
-    @property
-    def name(self) -> str:
-        """The service name (``_zerorpc_name``)."""
-        return self._session.methods.name
-
-    @property
-    def pool_size(self) -> Optional[int]:
-        return self._session.pool_size
-
-    @property
-    def stopping(self) -> bool:
-        """True once :meth:`stop` (or :meth:`close`) was called: new calls are refused."""
-        return self._session.stopping
-
     # -- public life cycle ----------------------------------------------------
-    def bind(self, endpoint: str) -> str:
-        """Listen on ``endpoint`` (tcp://host:port, ipc://path); ``tcp://127.0.0.1:*`` picks a port.
-
-        Returns the endpoint actually bound. May be called several times.
-        """
-        return self._transport.bind(endpoint)
-
-    def connect(self, endpoint: str) -> str:
-        """Connect to a client that binds (reverse direction); may be called several times."""
-        return self._transport.connect(endpoint)
-
     def start(self) -> "Server":
         """Serve in the background of the current gevent hub; returns at once."""
         if self._session.stopping:
@@ -199,11 +173,6 @@ class Server(Node):
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-    @property
-    def calls_in_flight(self) -> int:
-        """Calls running or waiting in line."""
-        return self._session.calls_in_flight
 
     # -- receiving ---------------------------------------------------------
     def _on_frames(self, frames: List[Any]) -> None:

@@ -14,7 +14,6 @@ the FD's notification) the reader is re-armed by asking ``EVENTS`` again.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Callable, List, Optional, Sequence
 
@@ -22,38 +21,25 @@ import gevent
 import zmq
 from gevent.event import Event
 from gevent.hub import get_hub
-from zmq.utils.monitor import parse_monitor_message
 
-from ..core.errors import ClosedError, TimeoutExpired
+from ..core.errors import TimeoutExpired
+from ..sockets import HWM, PeerUnreachable, SocketCore
 
-__all__ = ["Transport", "PeerUnreachable"]
+__all__ = ["Transport", "PeerUnreachable", "HWM"]
 
 log = logging.getLogger("zrpc.transport")
 
-# Plain ints: pyzmq's enum flags cost more than the send itself on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
-# Frames at least this large are sent without a copy (pyzmq copies smaller ones anyway).
-_ZERO_COPY = 1 << 16
 # The reader yields to other greenlets after this many messages in a burst.
 _BURST = 256
-_HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-_TRACKED_EVENTS = (_HANDSHAKE_OK | int(zmq.EVENT_DISCONNECTED) | int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-                   | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
-#: Messages queued per peer (each way) before a send would block; libzmq's default is 1,000.
-HWM = 10_000
 # Receive errors after which a socket can never read again.
 _FATAL = frozenset((zmq.ETERM, zmq.ENOTSOCK, zmq.EFAULT))
 
 
-class PeerUnreachable(Exception):
-    """A ROUTER reply could not be routed: that peer has disconnected."""
-
-
-class Transport:
+class Transport(SocketCore):
     """A zmq ``socket_type`` socket whose incoming messages go to ``on_frames(frames)``.
 
     ``on_frames`` runs in the reader greenlet and must not block. ``close()``
@@ -70,72 +56,18 @@ class Transport:
         setup: Optional[Callable[[zmq.Socket], None]] = None,
         track_connections: bool = False,
     ) -> None:
-        self._context = context if context is not None else zmq.Context.instance()
-        sock = self._context.socket(socket_type)
-        sock.linger = 0
-        if socket_type == zmq.ROUTER:
-            # Learn that a peer is gone (EHOSTUNREACH) instead of dropping replies silently.
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # A burst of heartbeats or replies to one peer (thousands of calls in flight or
-        # waiting) must fit its queue: what a frozen peer can pin is bounded by this.
-        sock.setsockopt(zmq.SNDHWM, HWM)
-        sock.setsockopt(zmq.RCVHWM, HWM)
-        if max_message_size:
-            # Hard backstop well above the soft limit, which is answered with an ERR.
-            sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
-        if setup is not None:
-            # The owner's options (CURVE keys, buffers...) must be set before any bind or connect.
-            setup(sock)
-        self._sock = sock
-        self._is_router = socket_type == zmq.ROUTER
+        super().__init__(socket_type, context if context is not None else zmq.Context.instance(),
+                         max_message_size, setup, track_connections)
         self._on_frames = on_frames
         self._readable = Event()
         self._writable = Event()
         self._writable.set()
-        self._closed = False
-        self._reader: Optional[gevent.Greenlet] = None
-        self._watcher = get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
-        self._watcher.start(self._poll)
-        self.endpoints: List[str] = []
-        self._ipc_files: List[str] = []  # socket files we bound, removed on close
-        #: While ``on_frames`` runs: the zmq Frame of the message's last part (connection metadata).
-        self.frame: Optional[zmq.Frame] = None
-        #: ``on_event(event, value, endpoint)`` sees every socket monitor event (handshake failures...).
-        self.on_event: Optional[Callable[[int, int, str], None]] = None
-        #: ``on_all_disconnected()``: the last live connection dropped (the peer died or restarted).
-        self.on_all_disconnected: Optional[Callable[[], None]] = None
-        #: Connections whose handshake completed and that have not dropped since.
-        self.connections = 0
         #: Set on every change of the connections' state (the waiter clears it before looking).
         self.changed = Event()
-        self._monitor: Optional[zmq.Socket] = None
+        self._reader: Optional[gevent.Greenlet] = None
         self._monitor_reader: Optional[gevent.Greenlet] = None
-        if track_connections:
-            # ZMQ_IMMEDIATE would give "send only on live connections" for
-            # free, but it discards replies already received from a peer
-            # that then disconnects (a server's last reply before it exits).
-            # A socket monitor tells which connections are up instead.
-            self._monitor = sock.get_monitor_socket(_TRACKED_EVENTS)
-
-    # -- endpoints -------------------------------------------------------
-    def bind(self, endpoint: str) -> str:
-        """Bind; return the endpoint actually bound (``tcp://127.0.0.1:*`` picks a free port)."""
-        self._check_open()
-        self._sock.bind(endpoint)
-        bound = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.endpoints.append(bound)
-        if bound.startswith("ipc://") and not bound.startswith("ipc://@"):
-            self._ipc_files.append(bound[len("ipc://"):])
-        log.debug("bound %s", bound)
-        return bound
-
-    def connect(self, endpoint: str) -> str:
-        """Connect (zmq reconnects by itself if the peer comes and goes)."""
-        self._check_open()
-        self._sock.connect(endpoint)
-        self.endpoints.append(endpoint)
-        log.debug("connecting to %s", endpoint)
-        return endpoint
+        self._watcher = get_hub().loop.io(self._sock.getsockopt(zmq.FD), 1)
+        self._watcher.start(self._poll)
 
     # -- life cycle --------------------------------------------------------
     def start(self) -> None:
@@ -146,46 +78,27 @@ class Transport:
                 self._monitor_reader = gevent.spawn(self._monitor_loop)
 
     def _monitor_loop(self) -> None:
-        """Count connections up from the socket monitor's events."""
+        """Hand the socket monitor's events to SocketCore.read_monitor as they come."""
         monitor = self._monitor
         assert monitor is not None
         readable = Event()
         watcher = get_hub().loop.io(monitor.getsockopt(zmq.FD), 1)
         watcher.start(readable.set)
         try:
-            while not self._closed:
+            while self.read_monitor():
+                readable.clear()
                 try:
-                    frames = monitor.recv_multipart(_NOBLOCK)
-                except zmq.Again:
-                    readable.clear()
-                    if not monitor.getsockopt(_EVENTS) & _POLLIN:
-                        readable.wait()
-                    continue
+                    if monitor.getsockopt(_EVENTS) & _POLLIN:
+                        continue
                 except zmq.ZMQError:
                     return
-                message = parse_monitor_message(frames)
-                event = message["event"]
-                if self.on_event is not None:
-                    self.on_event(event, message["value"], message["endpoint"].decode("utf-8", "replace"))
-                if event == _HANDSHAKE_OK:
-                    self.connections += 1
-                elif event == zmq.EVENT_DISCONNECTED and self.connections:
-                    self.connections -= 1
-                    if not self.connections and self.on_all_disconnected is not None:
-                        self.on_all_disconnected()
-                self.changed.set()  # a sender waiting for a live connection looks again
+                readable.wait()
         finally:
             watcher.stop()
             watcher.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def socket(self) -> zmq.Socket:
-        """The zmq socket (for its identity; do not send or receive on it)."""
-        return self._sock
+    def connections_changed(self) -> None:
+        self.changed.set()  # a sender waiting for a live connection looks again
 
     def wake_senders(self) -> None:
         """Wake greenlets waiting to send, so they re-check why they cannot (e.g. a failed handshake)."""
@@ -203,32 +116,15 @@ class Transport:
         self._closed = True
         self._watcher.stop()
         self._watcher.close()
-        reader, self._reader = self._reader, None
-        if reader is not None and reader is not gevent.getcurrent():
-            reader.kill(block=False)
+        current = gevent.getcurrent()
+        for reader in (self._reader, self._monitor_reader):
+            if reader is not None and reader is not current:
+                reader.kill(block=False)
+        self._reader = self._monitor_reader = None
         self._readable.set()
         self._writable.set()
-        if self._monitor is not None:
-            monitor_reader, self._monitor_reader = self._monitor_reader, None
-            if monitor_reader is not None and monitor_reader is not gevent.getcurrent():
-                monitor_reader.kill(block=False)
-            try:
-                self._sock.disable_monitor()
-            except zmq.ZMQError:  # a terminated context: the monitor goes with the socket
-                pass
-            self._monitor.close(linger=0)
         self.changed.set()
-        self._sock.close(linger=int(linger * 1000))
-        for path in self._ipc_files:
-            # libzmq leaves the file behind; a stale one misleads the next bind.
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("socket is closed")
+        self.close_socket(linger)
 
     # -- I/O ---------------------------------------------------------------
     def _poll(self) -> None:
@@ -244,12 +140,13 @@ class Transport:
         if events & _POLLOUT:
             self._writable.set()
 
+    def after_send(self) -> None:
+        if not self._readable.is_set():
+            self._poll()  # the send may have consumed the FD edge the reader waits for
+
     def _read_loop(self) -> None:
-        sock = self._sock
-        recv = sock.recv
-        events = sock.getsockopt
+        events = self._sock.getsockopt
         readable = self._readable
-        on_frames = self._on_frames
         burst = failures = 0
         while not self._closed:
             try:
@@ -260,7 +157,7 @@ class Transport:
                     self._poll()
                     readable.wait()
                     continue
-                frame = recv(_NOBLOCK, copy=False)
+                self._receive_one()
             except zmq.Again:
                 continue
             except zmq.ZMQError as exc:
@@ -276,50 +173,35 @@ class Transport:
                 gevent.sleep(min(0.01 * 2 ** min(failures, 7), 1.0))
                 continue
             failures = 0
-            # Envelope frames as bytes (hashable); the payload as a buffer, copied once by msgpack.
-            frames: List = []
-            while frame.more:  # the rest of a multipart message is already here: never EAGAIN
-                frames.append(frame.bytes)
-                frame = recv(_NOBLOCK, copy=False)
-            frames.append(frame.buffer)
-            self.frame = frame  # the payload Frame, for its metadata (Peer-Address, User-Id)
-            try:
-                on_frames(frames)
-            except Exception:
-                log.exception("error while handling an incoming message (ignored)")
-            self.frame = None
             burst += 1
             if burst >= _BURST:
                 burst = 0
                 gevent.sleep(0)
 
-    def try_send(self, frames: Sequence[bytes]) -> bool:
-        """Send now if the socket can take it; return False if it would block.
-
-        Raises PeerUnreachable if a ROUTER peer is gone, ClosedError if closed.
-        """
-        if self._closed:
-            raise ClosedError("socket is closed")
-        send = self._sock.send
+    def _receive_one(self) -> None:
+        """Receive one whole message and hand it to ``on_frames`` (raises zmq.Again if there is none)."""
+        recv = self._sock.recv
+        frame = recv(_NOBLOCK, copy=False)
+        # Envelope frames as bytes (hashable); the payload as a buffer, copied once by msgpack.
+        frames: List = []
+        while frame.more:  # the rest of a multipart message is already here: never EAGAIN
+            frames.append(frame.bytes)
+            frame = recv(_NOBLOCK, copy=False)
+        frames.append(frame.buffer)
+        self.frame = frame  # the payload Frame, for its metadata (Peer-Address, User-Id)
         try:
-            # Only the first frame can block: zmq queues a multipart message whole or not at all.
-            for frame in frames[:-1]:
-                send(frame, _SNDMORE_NOBLOCK)
-            last = frames[-1]
-            send(last, _NOBLOCK, copy=len(last) < _ZERO_COPY)
-        except zmq.Again:
-            self._poll()  # a failed send may have consumed the FD edge the reader waits for
-            return False
-        except zmq.ZMQError as exc:
-            self._poll()
-            if exc.errno == zmq.EHOSTUNREACH:
-                raise PeerUnreachable(str(exc)) from None
-            if self._closed:
-                raise ClosedError("socket is closed") from None
-            raise
-        if not self._readable.is_set():
-            self._poll()  # the send may have consumed the FD edge the reader waits for
-        return True
+            self._on_frames(frames)
+        except Exception:
+            log.exception("error while handling an incoming message (ignored)")
+        self.frame = None
+
+    def drain(self) -> None:
+        """Hand on every message already received, now (before treating the connection as gone)."""
+        try:
+            while not self._closed and self._sock.getsockopt(_EVENTS) & _POLLIN:
+                self._receive_one()
+        except zmq.ZMQError:
+            pass
 
     def arm_writable(self) -> Event:
         """An event set once the socket may take a message (already set if it can now)."""

@@ -1,0 +1,197 @@
+"""What every driver's Client and Server share, whatever the event loop: a session, sockets, endpoints.
+
+``zrpc.gevent`` and ``zrpc.aio`` each subclass these with what only they
+do: waiting, tasks or greenlets, timers, closing. Nothing here waits, sleeps
+or registers with an event loop; a subclass provides ``_new_transport()``,
+which makes one of its transports (a :class:`zrpc.sockets.SocketCore`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, List, Mapping, Optional
+
+import zmq
+
+from .core.client_session import ClientCall, ClientSession
+from .core.server_session import ServerSession
+from .core.session import Session
+from .sockets import SocketCore
+
+__all__ = ["NodeBase", "ClientBase", "ServerBase", "UNSET"]
+
+#: "Not given" for call options, so that None can mean "wait forever".
+UNSET: Any = object()
+
+
+class NodeBase:
+    """A session and its sockets: the part of a Client or Server that no event loop touches."""
+
+    _socket_type: int = zmq.DEALER
+    _session: Session
+
+    def _init_node(self, session: Session, context: Optional[zmq.Context],
+                   socket_options: Optional[Mapping[int, Any]]) -> None:
+        self._session = session
+        # A context of our own can be terminated on close, which is what
+        # flushes queued replies before the process may exit.
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
+        self._socket_options = dict(socket_options or {})
+        #: Called with every new socket before it binds or connects (security hooks in here).
+        self._socket_setups: List[Callable[[zmq.Socket], None]] = []
+        self._transports: List[Any] = []
+        self._started = False
+        self._closed = False
+
+    def _new_transport(self) -> Any:
+        raise NotImplementedError
+
+    def _send_nowait(self, channel: Any, payload: bytes) -> bool:
+        raise NotImplementedError
+
+    def _on_lost(self, channel: Any) -> None:
+        raise NotImplementedError
+
+    def _beat(self, now: float) -> None:
+        """One heartbeat sweep: send the pings due (those the socket takes count), fail the lost channels."""
+        session = self._session
+        pings, lost = session.heartbeats(now)
+        for channel, payload in pings:
+            if self._send_nowait(channel, payload):
+                session.pinged(channel, now)
+        for channel in lost:
+            self._on_lost(channel)
+
+    def _setup_socket(self, sock: zmq.Socket) -> None:
+        for option, value in self._socket_options.items():
+            sock.setsockopt(option, value)
+        for setup in self._socket_setups:
+            setup(sock)
+
+    @property
+    def heartbeat(self) -> Optional[float]:
+        return self._session.heartbeat
+
+    @property
+    def max_message_size(self) -> Optional[int]:
+        return self._session.max_message_size
+
+    @property
+    def endpoints(self) -> List[str]:
+        """Every endpoint bound or connected, in order."""
+        return [ep for transport in self._transports for ep in transport.endpoints]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class ServerBase(NodeBase):
+    """The loop-free part of a Server: one ROUTER for every endpoint, and what its session knows."""
+
+    _socket_type = zmq.ROUTER
+    _session: ServerSession
+    _transport: SocketCore
+
+    @property
+    def name(self) -> str:
+        """The service name (``_zerorpc_name``)."""
+        return self._session.methods.name
+
+    @property
+    def pool_size(self) -> Optional[int]:
+        return self._session.pool_size
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` (or ``close()``) was called: new calls are refused."""
+        return self._session.stopping
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls running or waiting in line."""
+        return self._session.calls_in_flight
+
+    def bind(self, endpoint: str) -> str:
+        """Listen on ``endpoint`` (tcp://host:port, ipc://path); ``tcp://127.0.0.1:*`` picks a port.
+
+        Returns the endpoint actually bound. May be called several times.
+        """
+        return self._transport.bind(endpoint)
+
+    def connect(self, endpoint: str) -> str:
+        """Connect to a client that binds (reverse direction); may be called several times."""
+        return self._transport.connect(endpoint)
+
+
+class ClientBase(NodeBase):
+    """The loop-free part of a Client: a socket per endpoint, round robin, call options."""
+
+    _session: ClientSession
+    _timeout: Optional[float]
+    #: The driver's view class for ``with_options``: ``_options_class(client, timeout)``.
+    _options_class: Callable[..., Any]
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self._timeout
+
+    @property
+    def stream_window(self) -> int:
+        return self._session.stream_window
+
+    def _client_transport(self) -> Any:
+        """A new socket for one more endpoint, whose calls fail at once when its connection drops."""
+        transport = self._new_transport()
+        transport.on_all_disconnected = lambda: self._on_disconnected(transport)
+        return transport
+
+    def _fail(self, call: ClientCall, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def _on_disconnected(self, transport: Any) -> None:
+        """libzmq saw the connection drop: its calls cannot be answered any more, fail them now."""
+        transport.drain()  # replies that arrived just before the drop still count
+        session = self._session
+        for call in session.open_calls():
+            if call.transport is transport:
+                self._fail(call, session.disconnected(call, transport.endpoints))
+
+    def connect(self, endpoint: str) -> str:
+        """Connect to one more server; new calls are spread over every server that is up.
+
+        Each endpoint gets its own socket, so a call's later events reach the
+        server that took it (one shared DEALER would scatter them).
+        """
+        connected = self._client_transport().connect(endpoint)
+        self._session.endpoints.append(connected)
+        return connected
+
+    def bind(self, endpoint: str) -> str:
+        """Listen for a server that connects (reverse direction); returns the bound endpoint.
+
+        Use one server per bound endpoint: several servers behind one bound
+        socket would share its round robin, as with zerorpc.
+        """
+        bound = self._client_transport().bind(endpoint)
+        self._session.endpoints.append(bound)
+        return bound
+
+    def with_options(self, *, timeout: Any = UNSET) -> Any:
+        """A view of this client (same connection) whose calls use these options.
+
+        ``client.with_options(timeout=2).add(1, 2)``; ``timeout=None`` waits
+        forever. The view has ``call``, ``call_async``, ``batch`` and
+        attribute-style methods.
+        """
+        return self._options_class(self, self._timeout if timeout is UNSET else timeout)
+
+    def _send_request(self, call: ClientCall, frames: List[Any], now: float) -> bool:
+        """Hand a request to the first socket, in the session's order, that is up and can take it now."""
+        transports = self._transports
+        count = len(transports)
+        for index in self._session.send_order(count):
+            transport = transports[index]
+            if transport.connections and transport.try_send(frames):
+                self._session.sent(call, transport, index, count, now)
+                return True
+        return False
