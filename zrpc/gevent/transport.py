@@ -24,6 +24,7 @@ from gevent.hub import get_hub
 from zmq.utils.monitor import parse_monitor_message
 
 from ..core.errors import ClosedError, TimeoutExpired
+from ..core.events import IncompleteHandshakes
 
 __all__ = ["Transport", "PeerUnreachable"]
 
@@ -42,6 +43,9 @@ _BURST = 256
 _HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _TRACKED_EVENTS = (_HANDSHAKE_OK | int(zmq.EVENT_DISCONNECTED) | int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
                    | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+_HANDSHAKE_DONE = (_HANDSHAKE_OK, int(zmq.EVENT_HANDSHAKE_FAILED_AUTH),
+                   int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL), int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+_OPENED = (int(zmq.EVENT_ACCEPTED), int(zmq.EVENT_CONNECTED))
 # Receive errors after which a socket can never read again.
 _FATAL = frozenset((zmq.ETERM, zmq.ENOTSOCK, zmq.EFAULT))
 
@@ -106,6 +110,11 @@ class Transport:
             # that then disconnects (a server's last reply before it exits).
             # A socket monitor tells which connections are up instead.
             self._monitor = sock.get_monitor_socket(_TRACKED_EVENTS)
+        self._handshakes: Optional[IncompleteHandshakes] = None
+        if socket_type == zmq.ROUTER and self._monitor is None:
+            # Log why a zerorpc Pusher/Publisher aimed at a server loses its events (libzmq says nothing).
+            self._handshakes = IncompleteHandshakes(_OPENED, int(zmq.EVENT_DISCONNECTED), _HANDSHAKE_DONE)
+            self._monitor = sock.get_monitor_socket(_TRACKED_EVENTS | _OPENED[0] | _OPENED[1])
 
     # -- endpoints -------------------------------------------------------
     def bind(self, endpoint: str) -> str:
@@ -153,8 +162,13 @@ class Transport:
                     return
                 message = parse_monitor_message(frames)
                 event = message["event"]
+                endpoint = message["endpoint"].decode("utf-8", "replace")
                 if self.on_event is not None:
-                    self.on_event(event, message["value"], message["endpoint"].decode("utf-8", "replace"))
+                    self.on_event(event, message["value"], endpoint)
+                if self._handshakes is not None:
+                    warning = self._handshakes.observe(event, message["value"], endpoint, time.monotonic())
+                    if warning is not None:
+                        log.warning("%s", warning)
                 if event == _HANDSHAKE_OK:
                     self.connections += 1
                 elif event == zmq.EVENT_DISCONNECTED and self.connections:
