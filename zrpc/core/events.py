@@ -238,9 +238,12 @@ class IncompleteHandshakes:
     kind zerorpc has), libzmq 4.3 answers a peer of an incompatible socket
     type, such as a zerorpc Pusher or Publisher, by closing the connection
     right after the greeting, and reports nothing but ACCEPTED (or
-    CONNECTED) then DISCONNECTED: no handshake event at all. That pattern is
-    what this class reports (a bare TCP probe that connects and closes looks
-    the same, which the message says). One warning per endpoint, then at
+    CONNECTED) then DISCONNECTED, with at most a HANDSHAKE_FAILED_NO_DETAIL
+    in between when the peer noticed first and hung up (EPIPE). That
+    pattern is what this class reports (a bare TCP probe, or a CURVE client
+    with the wrong server key, looks the same, which the message says).
+    Pass as ``completed`` only the events that end a handshake in a way
+    reported elsewhere (succeeded, refused by ZAP, mechanism mismatch). One warning per endpoint, then at
     most one every ``interval`` seconds with the count meanwhile.
 
     libzmq gives the connection's fd with ACCEPTED and DISCONNECTED but not
@@ -291,4 +294,5 @@ class IncompleteHandshakes:
         return (f"{printable(endpoint)}: {times} closed before the ZeroMQ handshake completed. A zerorpc "
                 f"Pusher or Publisher aimed at this server does that (PUSH/PUB cannot talk to a server's "
                 f"ROUTER socket, and its events are lost): receive events with zrpc.Puller or "
-                f"zrpc.Subscriber instead. A TCP probe or a non-ZeroMQ client looks the same.")
+                f"zrpc.Subscriber instead. So do a TCP probe, a non-ZeroMQ client, or a CURVE client "
+                f"with the wrong server key.")

@@ -43,8 +43,8 @@ _BURST = 256
 _HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _TRACKED_EVENTS = (_HANDSHAKE_OK | int(zmq.EVENT_DISCONNECTED) | int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
                    | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
-_HANDSHAKE_DONE = (_HANDSHAKE_OK, int(zmq.EVENT_HANDSHAKE_FAILED_AUTH),
-                   int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL), int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+# Handshakes that ended with an event of their own (NO_DETAIL is also what a PUSH peer closing first gives).
+_HANDSHAKE_DONE = (_HANDSHAKE_OK, int(zmq.EVENT_HANDSHAKE_FAILED_AUTH), int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
 _OPENED = (int(zmq.EVENT_ACCEPTED), int(zmq.EVENT_CONNECTED))
 # Receive errors after which a socket can never read again.
 _FATAL = frozenset((zmq.ETERM, zmq.ENOTSOCK, zmq.EFAULT))
