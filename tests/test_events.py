@@ -92,6 +92,19 @@ def test_a_name_filter_skips_other_events_and_must_name_real_methods():
         EventDispatcher(Handlers(), names=["job", "nope"])
 
 
+def test_a_fallback_takes_every_event_without_a_method_of_its_own():
+    got = []
+    dispatcher = EventDispatcher(Handlers(), names=["job", "other"], fallback=lambda *e: got.append(e))
+    encoder = EventEncoder()
+    for payload in (encoder.encode("other", (1,)), encoder.encode("other", (2,), {"k": 3}),
+                    encoder.encode("job", (4,)), encoder.encode("tick", (5,))):
+        delivery = dispatcher.receive(payload, 0.0)
+        if delivery is not None:
+            delivery.func(*delivery.args, **delivery.kwargs)
+    assert got == [("other", [1], {}), ("other", [2], {"k": 3})]  # job has its method; tick is filtered
+    assert (dispatcher.received, dispatcher.skipped, dispatcher.unknown) == (3, 1, 0)
+
+
 def test_bad_frames_and_bad_kwcalls_are_counted_not_run(caplog):
     caplog.set_level(logging.WARNING, logger="zrpc")
     dispatcher = EventDispatcher(Handlers())
@@ -405,3 +418,80 @@ def test_a_raw_push_socket_aimed_at_a_zrpc_server_is_reported(serve, caplog):
         push.close()
     finally:
         context.term()
+
+
+# -- the command line: zrpc subscribe / publish / push (separate processes) ------------------
+def cli(*args: str) -> Any:
+    """Start ``python -m zrpc ARGS`` (gevent's Popen: this process's nodes keep running)."""
+    import os
+    import sys
+
+    from gevent import subprocess
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.Popen([sys.executable, "-m", "zrpc", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8", cwd=ROOT, env=env)
+
+
+def finish(proc: Any, limit: float = 30) -> Any:
+    out, err = proc.communicate(timeout=limit)
+    return proc.returncode, out, err
+
+
+def test_cli_subscribe_prints_each_event_as_a_json_line(nodes):
+    import json
+
+    publisher = make(nodes, zrpc.Publisher())
+    endpoint = publisher.bind("tcp://127.0.0.1:*")
+    proc = cli("subscribe", endpoint, "tick", "job", "--count", "3", "--timeout", "20")
+    assert publisher.wait_for_subscribers(1, timeout=20)
+    publisher.other("not printed")
+    publisher.tick(1, b"\xff", unit="ms")
+    publisher.job({"k": [1, None]})
+    publisher.tick(2)
+    status, out, err = finish(proc)
+    assert status == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"event": "tick", "args": [1, "b'\\xff'"], "kwargs": {"unit": "ms"}},
+        {"event": "job", "args": [{"k": [1, None]}], "kwargs": {}},
+        {"event": "tick", "args": [2], "kwargs": {}},
+    ]
+
+
+def test_cli_publish_and_push_send_one_event(nodes):
+    got = []
+    subscriber = make(nodes, zrpc.Subscriber({"price": lambda *a, **k: got.append(("sub", a, k))}))
+    sub_endpoint = subscriber.bind("tcp://127.0.0.1:*")
+    subscriber.start()
+    puller = make(nodes, zrpc.Puller({"job": lambda *a, **k: got.append(("pull", a, k))}))
+    pull_endpoint = puller.bind("tcp://127.0.0.1:*")
+    puller.start()
+    status, out, err = finish(cli("publish", sub_endpoint, "price", "EUR", "-k", "rate=1.08"))
+    assert (status, out) == (0, ""), err
+    status, out, err = finish(cli("push", "-j", pull_endpoint, "job", "[640, 480]", "1"))
+    assert (status, out) == (0, ""), err
+    assert wait_until(lambda: len(got) == 2, timeout=10)
+    assert sorted(got) == [("pull", ([640, 480], 1), {}), ("sub", ("EUR",), {"rate": "1.08"})]
+
+
+def test_cli_senders_with_nobody_listening_fail_with_status_3():
+    with tempfile.TemporaryDirectory(prefix="zrpc-") as tmp:
+        endpoint = f"ipc://{tmp}/nobody"
+        status, out, err = finish(cli("push", "-t", "0.3", endpoint, "job"))
+        assert status == 3 and out == "" and "no puller" in err and "nothing was pushed" in err
+        status, out, err = finish(cli("publish", "-t", "0.3", endpoint, "job"))
+        assert status == 3 and "no subscriber within 0.3s" in err
+        status, out, err = finish(cli("subscribe", "-t", "0.3", endpoint))
+        assert status == 3 and "no event within 0.3s" in err
+
+
+def test_cli_event_usage_errors():
+    for args, fragment in ((("push",), "usage"), (("push", "job"), "no endpoint"),
+                           (("publish", "tcp://127.0.0.1:1"), "no METHOD"),
+                           (("subscribe", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"), "looks like an endpoint"),
+                           (("push", "-j", "tcp://127.0.0.1:1", "job", "nojson"), "not valid JSON")):
+        status, out, err = finish(cli(*args))
+        assert status == 2 and fragment in err, (args, err)

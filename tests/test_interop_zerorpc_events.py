@@ -182,3 +182,25 @@ def test_zrpc_clients_do_not_trigger_the_trap_warning(serve, client_factory, cap
         client.close()
     gevent.sleep(0.2)  # let the monitor see the disconnects (a warning would come at once)
     assert [r for r in caplog.records if "handshake" in r.getMessage()] == []
+
+
+# -- the command line against zerorpc --------------------------------------------------
+def test_cli_subscribe_to_a_zerorpc_publisher_and_push_to_a_zerorpc_puller(peer, listen):
+    from test_events import cli, finish
+
+    endpoint = free_tcp_endpoint()
+    proc = cli("subscribe", "--bind", endpoint, "--count", "3", "--timeout", "20")
+    # No wait for the CLI to bind: a zerorpc publisher connecting early just retries.
+    peer("zerorpc_events.py", "publish", "--connect", endpoint, "--interval", "0.01")
+    status, out, err = finish(proc)
+    assert status == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    first = records[0]["args"][0]
+    assert records == [{"event": "tick", "args": [first + k, "zerorpc"], "kwargs": {}} for k in range(3)]
+
+    pull_endpoint = free_tcp_endpoint()
+    lines = listen("pull", "--bind", pull_endpoint)
+    status, out, err = finish(cli("push", "-j", pull_endpoint, "job", "7", '{"from": "cli"}'))
+    assert status == 0, err
+    assert wait_until(lambda: lines.events("job"), timeout=10)
+    assert lines.events("job")[0]["args"] == [7, {"from": "cli"}]

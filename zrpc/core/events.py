@@ -157,6 +157,8 @@ class EventDispatcher:
     ``methods`` is an object, module or dict, served like a Server's (public
     callables only, no built-ins). ``names`` (optional) limits the events
     listened to: others are skipped silently and counted in ``skipped``.
+    ``fallback(name, args, kwargs)``, if given, runs every event that has
+    no method of its own (instead of it being logged as unknown).
     Counters: ``received`` (events delivered), ``skipped``, ``unknown``
     (a name with no method), ``invalid`` (bad frames or bad keyword events),
     and ``dropped`` (events a publisher sent that never arrived).
@@ -164,15 +166,17 @@ class EventDispatcher:
 
     def __init__(self, methods: Any, names: Optional[Iterable[str]] = None,
                  max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
-                 trace: Optional[Tracer] = None) -> None:
-        self.methods = MethodTable(methods)
+                 trace: Optional[Tracer] = None,
+                 fallback: Optional[Callable[[str, list, dict], Any]] = None) -> None:
+        self.methods = MethodTable({} if methods is None else methods)
+        self.fallback = fallback
         self.names: Optional[FrozenSet[str]] = None
         if names is not None:
             if isinstance(names, str):
                 names = [names]
             wanted = frozenset(names)
             missing = sorted(wanted - set(self.methods.public))
-            if missing:
+            if missing and fallback is None:
                 raise ValueError(f"names {missing} have no public method to run them "
                                  f"(methods: {sorted(self.methods.public)})")
             self.names = wanted
@@ -213,9 +217,13 @@ class EventDispatcher:
             self.invalid += 1
             self._problem("dropped event %s: %s", printable(method), exc)
             return None
-        except NameError:
+        except NameError:  # raised only once the shape of args was checked
             func = None
+            call_args, kwargs = (args[1], args[2]) if name == protocol.KWCALL else (args, {})
         if func is None or method not in self.methods.public:  # built-ins are for calls, not events
+            if self.fallback is not None:
+                self.received += 1
+                return Delivery(method, _Fallback(self.fallback, method), call_args, kwargs)
             self.unknown += 1
             if len(self._unknown_logged) < MAX_UNKNOWN_LOGGED and method not in self._unknown_logged:
                 self._unknown_logged.add(method)
@@ -229,6 +237,18 @@ class EventDispatcher:
         if self._problems_logged < MAX_PROBLEMS_LOGGED:
             self._problems_logged += 1
             log.warning(message, *args)
+
+
+class _Fallback:
+    """``fallback(name, args, kwargs)`` called the way a method is: ``f(*args, **kwargs)``."""
+
+    __slots__ = ("fallback", "name")
+
+    def __init__(self, fallback: Callable[[str, list, dict], Any], name: str) -> None:
+        self.fallback, self.name = fallback, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fallback(self.name, list(args), kwargs)
 
 
 class IncompleteHandshakes:

@@ -227,13 +227,13 @@ class _Receiver(_EventSocket):
 
     def __init__(self, methods: Any, names: Optional[Iterable[str]], pool_size: Optional[int],
                  max_message_size: Optional[int], context: Optional[zmq.Context],
-                 socket_options: Optional[Mapping[int, Any]], trace: Optional[Tracer]) -> None:
-        if methods is None:
-            methods = self
+                 socket_options: Optional[Mapping[int, Any]], trace: Optional[Tracer],
+                 fallback: Optional[Callable[[str, list, dict], Any]]) -> None:
         if pool_size is not None and pool_size < 1:
             raise ValueError("pool_size must be at least 1 (or None for no limit)")
-        self._dispatcher = EventDispatcher(methods if methods is not self else _own_methods(self), names,
-                                           max_message_size, trace)
+        if methods is None:
+            methods = _own_methods(self)  # subclass style; {} for a plain Subscriber(fallback=...)
+        self._dispatcher = EventDispatcher(methods, names, max_message_size, trace, fallback)
         self._pool = gevent.pool.Pool(pool_size)
         self._stopped = Event()
         super().__init__(context, socket_options, max_message_size)
@@ -325,7 +325,9 @@ class Subscriber(_Receiver):
 
     ``methods`` (an object, module or dict; or the subclass itself) names
     the handlers; ``names`` limits the events handled to some of them (the
-    rest still travel, and are skipped here). Each event runs in a greenlet
+    rest still travel, and are skipped here). ``fallback(name, args,
+    kwargs)`` handles every event that has no method of its own (a bridge,
+    a logger; ``zrpc subscribe`` uses it). Each event runs in a greenlet
     of its own, at most ``pool_size`` at once (further events wait in zmq's
     queue, where PUB drops beyond the high-water mark). ``dropped`` counts
     events a zrpc Publisher sent that never arrived (logged, at most every
@@ -337,8 +339,9 @@ class Subscriber(_Receiver):
     def __init__(self, methods: Any = None, *, names: Optional[Iterable[str]] = None,
                  pool_size: Optional[int] = None, max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
                  context: Optional[zmq.Context] = None, socket_options: Optional[Mapping[int, Any]] = None,
-                 trace: Optional[Tracer] = None) -> None:
-        super().__init__(methods, names, pool_size, max_message_size, context, socket_options, trace)
+                 trace: Optional[Tracer] = None,
+                 fallback: Optional[Callable[[str, list, dict], Any]] = None) -> None:
+        super().__init__(methods, names, pool_size, max_message_size, context, socket_options, trace, fallback)
 
     def _setup_socket(self, sock: zmq.Socket) -> None:
         super()._setup_socket(sock)
@@ -355,7 +358,8 @@ class Subscriber(_Receiver):
 class Puller(_Receiver):
     """Receive events Pushers send, each event going to one puller (zerorpc's Puller; PULL semantics).
 
-    Each event runs ``methods.name(*args, **kwargs)`` in a greenlet of its
+    Each event runs ``methods.name(*args, **kwargs)`` (or ``fallback(name,
+    args, kwargs)`` when there is no such method) in a greenlet of its
     own, at most ``pool_size`` at once; further events wait in zmq's queue,
     and once that is full, pushers wait too. There is no ``names`` filter:
     an event pushed to this puller that it skipped would be lost.
@@ -366,5 +370,6 @@ class Puller(_Receiver):
     def __init__(self, methods: Any = None, *, pool_size: Optional[int] = None,
                  max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
                  context: Optional[zmq.Context] = None, socket_options: Optional[Mapping[int, Any]] = None,
-                 trace: Optional[Tracer] = None) -> None:
-        super().__init__(methods, None, pool_size, max_message_size, context, socket_options, trace)
+                 trace: Optional[Tracer] = None,
+                 fallback: Optional[Callable[[str, list, dict], Any]] = None) -> None:
+        super().__init__(methods, None, pool_size, max_message_size, context, socket_options, trace, fallback)
