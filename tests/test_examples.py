@@ -63,3 +63,14 @@ def test_secure_example():
         "user: 127.0.0.1 user -> PermissionError: admins only",
         "stranger: refused",
     ]
+
+
+def test_events_example():
+    assert run_example("events.py") == [
+        "left: ACME 12.5 EUR",
+        "left: INIT 3 USD",
+        "alerts: market closes in 5 minutes",
+        "left missed 0 events",
+        "resized ['img0.png', 'img1.png', 'img2.png', 'img3.png', 'img4.png', 'img5.png']",
+        "lonely pusher: timeout expired after 0.2s pushing resize(): no puller is connected, or all of them are full",
+    ]
