@@ -200,6 +200,9 @@ def test_every_subscriber_gets_every_event_with_keyword_arguments(bind_endpoint,
         assert handlers.seen[50] == ("job", b"\x00", [1, 2])
         assert subscriber.dropped == 0 and subscriber.received == 51
     assert publisher.sent == 51
+    assert publisher.subscriptions == 2
+    subscribers[0][0].close()
+    assert wait_until(lambda: publisher.subscriptions == 1, timeout=10)  # a subscriber gone is counted out
 
 
 def test_each_pushed_event_goes_to_exactly_one_puller(bind_endpoint, nodes):
@@ -495,3 +498,13 @@ def test_cli_event_usage_errors():
                            (("push", "-j", "tcp://127.0.0.1:1", "job", "nojson"), "not valid JSON")):
         status, out, err = finish(cli(*args))
         assert status == 2 and fragment in err, (args, err)
+
+
+def test_a_zrpc_pusher_aimed_at_a_zrpc_server_times_out_and_the_server_says_why(serve, nodes, caplog):
+    caplog.set_level(logging.WARNING, logger="zrpc")
+    endpoint = serve({"job": lambda: None})
+    pusher = make(nodes, zrpc.Pusher(timeout=0.5))
+    pusher.connect(endpoint)
+    with pytest.raises(zrpc.TimeoutExpired, match="no puller"):  # ZMQ_IMMEDIATE: no handshake, no queue
+        pusher.job()
+    assert wait_until(lambda: any("handshake" in r.getMessage() for r in caplog.records), timeout=10)
