@@ -116,6 +116,25 @@ def test_bad_frames_and_bad_kwcalls_are_counted_not_run(caplog):
     assert len(caplog.records) == 3
 
 
+def test_a_malformed_kwcall_is_invalid_even_behind_a_name_filter():
+    dispatcher = EventDispatcher(Handlers(), names=["job"])
+    payload = protocol.encode(protocol.new_header(b"x"), protocol.KWCALL, [["unhashable"], [], {}])
+    assert dispatcher.receive(payload, 0.0) is None
+    assert (dispatcher.skipped, dispatcher.invalid) == (1, 0)  # filtered out before anything else
+
+
+def test_the_events_core_imports_neither_gevent_nor_zmq():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys, zrpc.core.events\n"
+            "assert 'gevent' not in sys.modules and 'zmq' not in sys.modules, sorted(sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+
+
 def test_gaps_are_counted_per_publisher_and_logged_at_most_every_interval():
     gaps = GapCounter(log_interval=10.0)
     assert gaps.observe([b"A", 5], 0.0) is None  # baseline: a late subscriber missed nothing

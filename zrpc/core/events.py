@@ -208,6 +208,8 @@ class EventDispatcher:
             if warning is not None:
                 log.warning("%s", warning)
         method = args[0] if name == protocol.KWCALL and type(args) is list and args else name
+        if type(method) is not str:  # a malformed kwcall: resolve() below says what is wrong
+            method = name
         if self.names is not None and method not in self.names:
             self.skipped += 1
             return None
