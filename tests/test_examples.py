@@ -70,3 +70,14 @@ def test_aio_hello_example():
     assert lines[:8] == ["3", "0", "1", "2", "3", "4", "HELLO", str(sum(2 * i for i in range(1000)))]
     assert lines[8].startswith("timeout: timeout expired after 0.2s calling nap()")
     assert lines[9] == "nap cancelled"
+
+
+def test_events_example():
+    assert run_example("events.py") == [
+        "left: ACME 12.5 EUR",
+        "left: INIT 3 USD",
+        "alerts: market closes in 5 minutes",
+        "left missed 0 events",
+        "resized ['img0.png', 'img1.png', 'img2.png', 'img3.png', 'img4.png', 'img5.png']",
+        "lonely pusher: timeout expired after 0.2s pushing resize(): no puller is connected, or all of them are full",
+    ]

@@ -41,6 +41,10 @@ __all__ = [
     "Future",
     "Stream",
     "Batch",
+    "Publisher",
+    "Subscriber",
+    "Pusher",
+    "Puller",
     "stream",
     "ZrpcError",
     "RemoteError",
@@ -60,7 +64,8 @@ __all__ = [
 # A library leaves log output to the application; the CLI configures its own.
 logging.getLogger("zrpc").addHandler(logging.NullHandler())
 
-_GEVENT_NAMES = frozenset(("Server", "Client", "Future", "Stream", "Batch"))
+_GEVENT_NAMES = frozenset(("Server", "Client", "Future", "Stream", "Batch",
+                           "Publisher", "Subscriber", "Pusher", "Puller"))
 #: Security helpers need pyzmq (zmq.auth), so they load on first use too.
 _SECURITY_NAMES = frozenset(("CallInfo", "curve_keypair", "current_call"))
 

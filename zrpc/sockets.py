@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Callable, List, Optional, Sequence
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from .core.errors import ClosedError
+from .core.events import IncompleteHandshakes
 
 __all__ = ["SocketCore", "PeerUnreachable", "HWM"]
 
@@ -36,6 +38,10 @@ _HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _TRACKED_EVENTS = (_HANDSHAKE_OK | _DISCONNECTED | int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
                    | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) | int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
+
+# Handshakes that ended with an event of their own (NO_DETAIL is also what a PUSH peer closing first gives).
+_HANDSHAKE_DONE = (_HANDSHAKE_OK, int(zmq.EVENT_HANDSHAKE_FAILED_AUTH), int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
+_OPENED = (int(zmq.EVENT_ACCEPTED), int(zmq.EVENT_CONNECTED))
 
 #: Messages queued per peer (each way) before a send would block; libzmq's default is 1,000.
 HWM = 10_000
@@ -83,7 +89,12 @@ class SocketCore:
         #: Connections whose handshake completed and that have not dropped since.
         self.connections = 0
         self._monitor: Optional[zmq.Socket] = None
-        if track_connections:
+        self._handshakes: Optional[IncompleteHandshakes] = None
+        if self._is_router:
+            # Log why a zerorpc Pusher/Publisher aimed at a server loses its events (libzmq says nothing).
+            self._handshakes = IncompleteHandshakes(_OPENED, _DISCONNECTED, _HANDSHAKE_DONE)
+            self._monitor = sock.get_monitor_socket(_TRACKED_EVENTS | _OPENED[0] | _OPENED[1])
+        elif track_connections:
             # ZMQ_IMMEDIATE would give "send only on live connections" for
             # free, but it discards replies already received from a peer
             # that then disconnects (a server's last reply before it exits).
@@ -169,8 +180,13 @@ class SocketCore:
                 return False
             message = parse_monitor_message(frames)
             event = message["event"]
+            endpoint = message["endpoint"].decode("utf-8", "replace")
             if self.on_event is not None:
-                self.on_event(event, message["value"], message["endpoint"].decode("utf-8", "replace"))
+                self.on_event(event, message["value"], endpoint)
+            if self._handshakes is not None:
+                warning = self._handshakes.observe(event, message["value"], endpoint, time.monotonic())
+                if warning is not None:
+                    log.warning("%s", warning)
             if event == _HANDSHAKE_OK:
                 self.connections += 1
             elif event == _DISCONNECTED and self.connections:

@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Dict, Optional, Protocol, Sequence
 
-from . import calling, security, serving
+from . import calling, events, security, serving
 from .parsing import UsageError
 from .status import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, fail
 
@@ -44,6 +44,7 @@ class Subcommand(Protocol):
 SUBCOMMANDS: Dict[str, Subcommand] = {
     "serve": serving,
     "keygen": security.Keygen,
+    "subscribe": events.Subscribe, "publish": events.Publish, "push": events.Push,
 }
 
 
