@@ -45,7 +45,19 @@ class NodeBase:
     def _new_transport(self) -> Any:
         raise NotImplementedError
 
+    # -- for the driver and its Client/Server ---------------------------------------
     def _send_nowait(self, channel: Any, payload: bytes) -> bool:
+        raise NotImplementedError
+
+    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
+        """The frames that carry ``payload`` on ``channel`` (with its envelope)."""
+        raise NotImplementedError
+
+    def _transport_of(self, channel: Any) -> Any:
+        """The socket a channel's events travel on."""
+        raise NotImplementedError
+
+    def _on_frames(self, frames: List[Any]) -> None:
         raise NotImplementedError
 
     def _on_lost(self, channel: Any) -> None:

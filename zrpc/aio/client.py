@@ -18,7 +18,7 @@ from typing import Any, Deque, Dict, Generator, List, Mapping, Optional, Sequenc
 
 import zmq
 
-from ..core.calling import CallQueue, RemoteMethod, remote_method_name
+from ..core.calling import CallQueue, Caller, OptionsView
 from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
 from ..core.errors import ClosedError, TimeoutExpired
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
@@ -185,11 +185,8 @@ class Call:
             pass
 
 
-class _Caller:
+class _Caller(Caller):
     """The calling API, shared by Client and the views returned by ``with_options``."""
-
-    _client: "Client"
-    _timeout: Optional[float]
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Call:
         """``await client.call("add", 1, 2)``: the result (a Stream for stream methods).
@@ -198,22 +195,13 @@ class _Caller:
         """
         return Call(self, method, args, kwargs)
 
-    def call_async(self, method: str, /, *args: Any, **kwargs: Any) -> asyncio.Future:
-        """Send the call now and return its asyncio future (cancel it to cancel the call)."""
-        return self._client._start(method, args, kwargs, self._timeout)
-
     def batch(self) -> "Batch":
         """A Batch that sends queued calls together (see :class:`Batch`)."""
         return Batch(self)
 
-    def __getattr__(self, method: str) -> RemoteMethod:
-        return RemoteMethod(self, remote_method_name(method))
 
-
-class _Options(_Caller):
-    def __init__(self, client: "Client", timeout: Optional[float]) -> None:
-        self._client = client
-        self._timeout = timeout
+class _Options(OptionsView, _Caller):
+    pass
 
 
 class Client(_Caller, ClientBase, Node):

@@ -98,19 +98,6 @@ class Node(NodeBase):
             except asyncio.TimeoutError:
                 log.warning("zmq did not finish closing within %gs", self.CLOSE_LINGER + 1)
 
-    # -- for subclasses -------------------------------------------------------------
-    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
-        raise NotImplementedError
-
-    def _transport_of(self, channel: Any) -> Transport:
-        raise NotImplementedError
-
-    def _on_frames(self, frames: List[Any]) -> None:
-        raise NotImplementedError
-
-    def _on_lost(self, channel: Any) -> None:
-        raise NotImplementedError
-
     # -- sending ------------------------------------------------------------------
     async def _send(self, channel: Channel, payload: bytes, deadline: Optional[float] = None,
                     timeout: Optional[float] = None) -> None:

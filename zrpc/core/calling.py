@@ -7,9 +7,9 @@ names methods and queues calls. No I/O, no event loop.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["remote_method_name", "RemoteMethod", "CallQueue"]
+__all__ = ["remote_method_name", "RemoteMethod", "Caller", "OptionsView", "CallQueue"]
 
 
 def remote_method_name(name: str) -> str:
@@ -37,6 +37,32 @@ class RemoteMethod:
 
     def __repr__(self) -> str:
         return f"<remote method {self._name}>"
+
+
+class Caller:
+    """The calling API a driver's Client and its ``with_options`` views share.
+
+    A driver subclass defines ``call`` (how a caller waits) and ``batch``;
+    ``call_async`` hands the call to ``_client._start``.
+    """
+
+    _client: Any
+    _timeout: Optional[float]
+
+    def call_async(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Start calling ``method`` and return the driver's future at once."""
+        return self._client._start(method, args, kwargs, self._timeout)
+
+    def __getattr__(self, method: str) -> RemoteMethod:
+        return RemoteMethod(self, remote_method_name(method))
+
+
+class OptionsView:
+    """``client.with_options(...)``: the same client, other call options."""
+
+    def __init__(self, client: Any, timeout: Optional[float]) -> None:
+        self._client = client
+        self._timeout = timeout
 
 
 class CallQueue:

@@ -17,6 +17,7 @@ import gevent
 import zmq
 from gevent.event import AsyncResult, Event
 
+from ..core.calling import CallQueue, Caller, OptionsView
 from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
 from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
@@ -130,11 +131,8 @@ class _Failure:
         self.exc = exc
 
 
-class _Caller:
+class _Caller(Caller):
     """The calling API, shared by Client and the views returned by ``with_options``."""
-
-    _client: "Client"
-    _timeout: Optional[float]
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call ``method`` with these arguments and return its result (a Stream for stream methods).
@@ -143,43 +141,13 @@ class _Caller:
         """
         return self._client._start(method, args, kwargs, self._timeout).get()
 
-    def call_async(self, method: str, /, *args: Any, **kwargs: Any) -> Future:
-        """Start calling ``method`` and return its Future at once (``.get()`` waits for the result)."""
-        return self._client._start(method, args, kwargs, self._timeout)
-
     def batch(self) -> "Batch":
         """A Batch that sends queued calls together (see :class:`Batch`)."""
         return Batch(self)
 
-    def __getattr__(self, method: str) -> "_RemoteMethod":
-        # Private names are never remote methods, except zerorpc's built-ins.
-        if method.startswith("_") and not method.startswith("_zerorpc_"):
-            raise AttributeError(method)
-        return _RemoteMethod(self, method)
 
-
-class _RemoteMethod:
-    __slots__ = ("_caller", "_name")
-
-    def __init__(self, caller: _Caller, name: str) -> None:
-        self._caller = caller
-        self._name = name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._caller.call(self._name, *args, **kwargs)
-
-    def call_async(self, *args: Any, **kwargs: Any) -> Future:
-        """Start the call and return its Future at once."""
-        return self._caller.call_async(self._name, *args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<remote method {self._name}>"
-
-
-class _Options(_Caller):
-    def __init__(self, client: "Client", timeout: Optional[float]) -> None:
-        self._client = client
-        self._timeout = timeout
+class _Options(OptionsView, _Caller):
+    pass
 
 
 class Client(_Caller, ClientBase, Node):
@@ -408,7 +376,7 @@ class Client(_Caller, ClientBase, Node):
         return channel.transport
 
 
-class Batch:
+class Batch(CallQueue):
     """Calls queued, then sent together: all in flight at once, results in order.
 
     ``batch.add(1, 2)`` or ``batch.call("add", 1, 2)`` queue a call and
@@ -418,27 +386,13 @@ class Batch:
     """
 
     def __init__(self, caller: _Caller) -> None:
+        super().__init__()
         self._caller = caller
-        self._calls: List[tuple] = []
-
-    def call(self, method: str, /, *args: Any, **kwargs: Any) -> int:
-        """Queue one call; return its index in the results."""
-        self._calls.append((method, args, kwargs))
-        return len(self._calls) - 1
-
-    def __getattr__(self, method: str) -> Callable[..., int]:
-        if method.startswith("_") and not method.startswith("_zerorpc_"):
-            raise AttributeError(method)
-        return lambda *args, **kwargs: self.call(method, *args, **kwargs)
-
-    def __len__(self) -> int:
-        return len(self._calls)
 
     def run(self) -> List[Any]:
         """Send every queued call, wait for all, and return results (or exceptions) in order."""
-        calls, self._calls = self._calls, []
         futures = []
-        for method, args, kwargs in calls:
+        for method, args, kwargs in self._take():
             try:
                 futures.append(self._caller.call_async(method, *args, **kwargs))
             except Exception as exc:  # e.g. arguments msgpack cannot encode

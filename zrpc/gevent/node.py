@@ -75,19 +75,6 @@ class Node(NodeBase):
             self._beat(time.monotonic())
 
     # -- sending ------------------------------------------------------------
-    def _frames(self, channel: Channel, payload: bytes) -> List[Any]:
-        raise NotImplementedError
-
-    def _transport_of(self, channel: Channel) -> Transport:
-        """The socket a channel's events travel on."""
-        raise NotImplementedError
-
-    def _on_frames(self, frames: List[Any]) -> None:
-        raise NotImplementedError
-
-    def _on_lost(self, channel: Channel) -> None:
-        raise NotImplementedError
-
     def _on_unreachable(self, channel: Channel) -> None:
         """The socket says the channel's peer is gone; treat it as lost."""
         self._session.table.discard(channel)
