@@ -201,6 +201,12 @@ class ClientBase(NodeBase):
         """Hand a request to the first socket, in the session's order, that is up and can take it now."""
         transports = self._transports
         count = len(transports)
+        if count == 1:  # the usual case, without building an order
+            transport = transports[0]
+            if transport.connections and transport.try_send(frames):
+                self._session.sent(call, transport, 0, 1, now)
+                return True
+            return False
         for index in self._session.send_order(count):
             transport = transports[index]
             if transport.connections and transport.try_send(frames):

@@ -45,6 +45,7 @@ log = logging.getLogger("zrpc.server")
 START, QUEUED, SEND, CREDIT, CANCEL = "start", "queued", "send", "credit", "cancel"
 
 Action = Tuple[Any, ...]
+_NONE: List[Any] = []  # shared and never appended to: "no call may start"
 
 
 class Cancellation:
@@ -107,6 +108,7 @@ class ServerSession(Session):
             raise ValueError("pool_size must be at least 1 (or None for no limit)")
         super().__init__(heartbeat, max_message_size, trace)
         self.methods = methods
+        self._stream_funcs = {f: methods.streams(f) for f in methods.public.values()}
         self.pool_size = pool_size
         self.max_pending = max_pending
         self.send_tracebacks = send_tracebacks
@@ -210,6 +212,8 @@ class ServerSession(Session):
 
     def _next(self) -> List[ServerCall]:
         backlog = self._backlog
+        if not backlog:
+            return _NONE
         ready = []
         while backlog and (self.pool_size is None or self.running < self.pool_size):
             call = backlog.popleft()
@@ -278,7 +282,7 @@ class ServerSession(Session):
 
     def streams(self, func: Any, is_generator: bool) -> bool:
         """True if what ``func`` returned (a generator or not) is sent as a stream."""
-        return self.methods.streams(func) or (self.stream_generators and is_generator)
+        return self._stream_funcs.get(func, False) or (self.stream_generators and is_generator)
 
 
 def peer_repr(peer: Any) -> str:

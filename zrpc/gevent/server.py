@@ -285,7 +285,7 @@ class Server(ServerBase, Node):
             _CALLS.pop(worker, None)
             for ready in session.finished(call):
                 self._launch(ready)
-            if session.idle:
+            if not session.running and not session.queued:
                 self._idle.set()
 
     def _reply(self, call: ServerCall, payload: bytes) -> None:
