@@ -129,3 +129,26 @@ def test_a_frozen_client_with_replies_piling_up_costs_no_cpu_and_delays_nobody(p
         os.kill(flood.pid, signal.SIGCONT)
     assert slowest < 0.5, f"an innocent call took {slowest:.2f}s"
     assert busy < 0.3 * window, f"the server used {busy:.2f}s of CPU in {window:.1f}s"
+
+
+def test_a_message_far_over_the_server_limit_fails_at_once_naming_the_limit(serve, client_factory):
+    # The server drops the connection of a sender over 4x its limit (libzmq MAXMSGSIZE);
+    # a client without a limit of its own learns it at once, not after heartbeats.
+    endpoint = serve({"echo": lambda x: x}, max_message_size=1 << 20)
+    client = client_factory(endpoint, timeout=30, heartbeat=5, max_message_size=None)
+    assert client.echo(b"small") == b"small"
+    started = time.monotonic()
+    with pytest.raises(zrpc.LostRemote, match="larger than its size limit"):
+        client.echo(b"x" * (5 << 20))
+    assert time.monotonic() - started < 5.0
+
+
+def test_zerorpc_client_arguments_and_context_are_accepted(serve):
+    import zerorpc
+
+    endpoint = serve({"add": lambda a, b: a + b})
+    client = zrpc.Client(endpoint, timeout=10, passive_heartbeat=True, context=zerorpc.Context())
+    try:
+        assert client.add(1, 2) == 3
+    finally:
+        client.close()  # zmq.green sockets take no linger argument: must not raise

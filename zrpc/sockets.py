@@ -207,8 +207,14 @@ class SocketCore:
                 self._sock.disable_monitor()
             except zmq.ZMQError:  # a terminated context: the monitor goes with the socket
                 pass
-            self._monitor.close(linger=0)
-        self._sock.close(linger=int(linger * 1000))
+            self._monitor.setsockopt(zmq.LINGER, 0)
+            self._monitor.close()
+        # Set LINGER, then close: zmq.green sockets (a zerorpc.Context's) take no linger argument.
+        try:
+            self._sock.setsockopt(zmq.LINGER, int(linger * 1000))
+        except zmq.ZMQError:  # a terminated context: nothing will be delivered anyway
+            pass
+        self._sock.close()
         for path in self._ipc_files:
             # libzmq leaves the file behind; a stale one misleads the next bind.
             try:

@@ -133,7 +133,7 @@ class ClientSession(Session):
         """Route one incoming payload to its call; return (kind, call, value), or None if it is for nobody."""
         table = self.table
         try:
-            header, name, args = self.decode(payload)
+            header, name, args = protocol.decode(payload, self.max_message_size)
         except protocol.ProtocolError as exc:
             call = table.get(exc.header.get("response_to")) if exc.header else None
             log.warning("bad message from the server: %s", printable(str(exc), 300))
@@ -141,6 +141,8 @@ class ClientSession(Session):
                 return None
             self.finish(call)
             return (ERROR, call, exc)
+        if self.trace is not None:
+            self.trace("recv", header, name, args)
         call = table.get(header.get("response_to"))
         if call is None:
             log.debug("event %s for no call in flight (late reply or heartbeat; ignored)", printable(name))

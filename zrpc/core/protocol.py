@@ -35,6 +35,7 @@ from itertools import chain, compress, count
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import msgpack
+from msgpack import unpackb
 
 from .errors import ZrpcError
 
@@ -261,12 +262,6 @@ def _too_deep(root: Any, payload: Any) -> bool:
     return True
 
 
-def _unpack(payload: Any, size: int) -> Any:
-    if size <= _BUDGET_FROM:
-        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    return _Budget(size, _scalar_cost(payload)).unpack(payload)
-
-
 def decode(payload: Any, max_size: Optional[int] = None) -> Event:
     """Unpack and validate one event; raise ProtocolError with a clear message if it is bad.
 
@@ -281,10 +276,13 @@ def decode(payload: Any, max_size: Optional[int] = None) -> Event:
             f"message of {size} bytes exceeds the limit of {max_size} bytes",
             peek_header(payload),
         )
-    limit = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
     try:
-        event = _unpack(payload, size)
+        if size <= _BUDGET_FROM:  # too small to cost much: no hooks, the fast path
+            event = unpackb(payload, raw=False, strict_map_key=True)
+        else:
+            event = _Budget(size, _scalar_cost(payload)).unpack(payload)
     except _OverBudget:
+        limit = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
         raise ProtocolError(
             f"message of {size} bytes would take more than {limit} bytes of memory to decode "
             f"({MEMORY_FACTOR}x its size): too many arrays, maps or small items; send fewer, larger values "

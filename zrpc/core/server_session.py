@@ -136,13 +136,15 @@ class ServerSession(Session):
         envelope = frames[:-1]
         peer = frames[0] if len(frames) == 3 else tuple(envelope)
         try:
-            header, name, args = self.decode(frames[-1])
+            header, name, args = protocol.decode(frames[-1], self.max_message_size)
         except protocol.ProtocolError as exc:
             header = exc.header
             log.warning("bad message from peer %s: %s", peer_repr(peer), printable(str(exc), 300))
             if header is not None and header.get("response_to") is None:
                 return self.reject(envelope, header["message_id"], "ProtocolError", str(exc))
             return None
+        if self.trace is not None:
+            self.trace("recv", header, name, args)
         response_to = header.get("response_to")
         if response_to is not None:
             call = self.table.get((peer, response_to))

@@ -41,13 +41,6 @@ class Session:
             self.trace("send", header, name, args)
         return payload
 
-    def decode(self, payload: Any) -> protocol.Event:
-        """Decode and validate one incoming event (raises ProtocolError), and show it to the tracer."""
-        header, name, args = protocol.decode(payload, self.max_message_size)
-        if self.trace is not None:
-            self.trace("recv", header, name, args)
-        return header, name, args
-
     def heartbeats(self, now: float) -> Tuple[List[Tuple[Channel, bytes]], List[Channel]]:
         """The heartbeats due at ``now`` as (channel, payload), and the channels whose remote is lost.
 

@@ -162,6 +162,7 @@ class Client(_Caller, ClientBase, Node):
     with them because they are set with :meth:`with_options`.
     One client is safely shared by any number of greenlets of one thread.
     ``socket_options`` and ``trace`` are as for :class:`Server`.
+    ``passive_heartbeat`` is accepted for zerorpc code and ignored.
     ``curve_server_key`` (the server's public key: Z85 or a certificate
     file) turns on CURVE; ``curve_secret_key`` is this client's key (an
     ephemeral pair is made if None). A refused handshake fails the calls
@@ -184,7 +185,11 @@ class Client(_Caller, ClientBase, Node):
         trace: Optional[Tracer] = None,
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
+        passive_heartbeat: bool = False,
     ) -> None:
+        if passive_heartbeat:
+            # zerorpc code passes it; zrpc's heartbeats already work against passive peers.
+            log.debug("passive_heartbeat=True ignored: zrpc always sends heartbeats")
         session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
                                 max_message_size=max_message_size, trace=trace)
         Node.__init__(self, session, context, socket_options)
