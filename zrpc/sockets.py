@@ -47,6 +47,17 @@ _OPENED = (int(zmq.EVENT_ACCEPTED), int(zmq.EVENT_CONNECTED))
 HWM = 10_000
 
 
+def _close(sock: zmq.Socket, linger: float) -> None:
+    """Close ``sock``, letting zmq deliver what is queued for ``linger`` s in the background."""
+    # LINGER is set, then close() called bare: zmq.green sockets (a zerorpc.Context's) take no
+    # linger argument.
+    try:
+        sock.setsockopt(zmq.LINGER, int(linger * 1000))
+    except zmq.ZMQError:  # a terminated context: nothing will be delivered anyway
+        pass
+    sock.close()
+
+
 class PeerUnreachable(Exception):
     """A ROUTER reply could not be routed: that peer has disconnected."""
 
@@ -207,14 +218,8 @@ class SocketCore:
                 self._sock.disable_monitor()
             except zmq.ZMQError:  # a terminated context: the monitor goes with the socket
                 pass
-            self._monitor.setsockopt(zmq.LINGER, 0)
-            self._monitor.close()
-        # Set LINGER, then close: zmq.green sockets (a zerorpc.Context's) take no linger argument.
-        try:
-            self._sock.setsockopt(zmq.LINGER, int(linger * 1000))
-        except zmq.ZMQError:  # a terminated context: nothing will be delivered anyway
-            pass
-        self._sock.close()
+            _close(self._monitor, 0.0)
+        _close(self._sock, linger)
         for path in self._ipc_files:
             # libzmq leaves the file behind; a stale one misleads the next bind.
             try:
