@@ -206,14 +206,40 @@ def test_a_blocking_plain_function_does_not_freeze_the_loop():
     run(main())
 
 
-def test_security_options_are_refused_with_a_clear_type_error():
+def test_curve_and_ip_rules_work_on_asyncio():
+    (spub, ssec), (cpub, csec), (_, other_sec) = zrpc.curve_keypair(), zrpc.curve_keypair(), zrpc.curve_keypair()
+
+    async def whoami():
+        return zrpc.aio.current_call().user_id
+
     async def main():
-        with pytest.raises(TypeError, match="does not support curve_secret_key"):
-            zrpc.aio.Server(Service(), curve_secret_key="x" * 40)
-        with pytest.raises(TypeError, match="does not support allow_ips"):
-            zrpc.aio.Server(Service(), allow_ips=["127.0.0.1"])
-        with pytest.raises(TypeError, match="does not support curve_server_key"):
-            zrpc.aio.Client(curve_server_key="x" * 40)
+        server = zrpc.aio.Server({"whoami": whoami, "add": lambda a, b: a + b}, sync_methods="inline",
+                                 curve_secret_key=ssec, curve_clients=[cpub], allow_ips=["127.0.0.1"])
+        endpoint = server.bind("tcp://127.0.0.1:*")
+        server.start()
+        try:
+            async with zrpc.aio.Client(endpoint, timeout=10, curve_server_key=spub, curve_secret_key=csec) as c:
+                assert await c.add(1, 2) == 3
+                assert await c.whoami() == cpub.decode()
+            # An unknown key, a wrong server key, plaintext, and a denied address are refused at once.
+            refused = [
+                dict(curve_server_key=spub, curve_secret_key=other_sec),
+                dict(curve_server_key=cpub),
+                dict(),
+            ]
+            for options in refused:
+                async with zrpc.aio.Client(endpoint, timeout=10, **options) as c:
+                    started = time.monotonic()
+                    with pytest.raises(zrpc.AuthenticationFailed):
+                        await c.add(1, 2)
+                    assert time.monotonic() - started < 5
+            port = endpoint.rsplit(":", 1)[1]
+            async with zrpc.aio.Client(f"tcp://127.0.0.2:0;127.0.0.1:{port}", timeout=10,
+                                       curve_server_key=spub, curve_secret_key=csec) as c:
+                with pytest.raises(zrpc.AuthenticationFailed):
+                    await c.add(1, 2)
+        finally:
+            await server.close()
 
     run(main())
     with pytest.raises(RuntimeError, match="inside a coroutine"):

@@ -12,7 +12,8 @@ from typing import Any, Callable, List, Mapping, Optional
 import zmq
 
 from .core.client_session import ClientCall, ClientSession
-from .core.server_session import ServerSession
+from .core.errors import AuthenticationFailed
+from .core.server_session import Cancellation, ServerCall, ServerSession
 from .core.session import Session
 from .sockets import SocketCore
 
@@ -103,6 +104,7 @@ class ServerBase(NodeBase):
     _socket_type = zmq.ROUTER
     _session: ServerSession
     _transport: SocketCore
+    _guard: Any  # a zrpc.security.ServerGuard, or None
 
     @property
     def name(self) -> str:
@@ -123,6 +125,29 @@ class ServerBase(NodeBase):
         """Calls running or waiting in line."""
         return self._session.calls_in_flight
 
+    def _launch(self, call: ServerCall) -> None:
+        raise NotImplementedError
+
+    def _send_reject(self, frames: List[Any]) -> None:
+        raise NotImplementedError
+
+    def _admit(self, call: ServerCall) -> bool:
+        """A new call (running or queued) from the message being read: note its caller, or refuse it."""
+        frame = self._transport.frame
+        if self._guard is not None and self._guard.revoked(frame):
+            self._refuse(call, "AuthenticationFailed", "this client's key is no longer admitted by the server")
+            return False
+        call.connection = frame  # its metadata (Peer-Address, User-Id) for current_call()
+        return True
+
+    def _refuse(self, call: ServerCall, name: str, message: str) -> None:
+        """Answer a call that was accepted but must not run, with ERR ``name``."""
+        self._session.cancel(call, Cancellation(message))
+        if not call.waiting:
+            for ready in self._session.finished(call):
+                self._launch(ready)
+        self._send_reject(self._session.reject(call.envelope, call.channel_id, name, message)[1])
+
     def bind(self, endpoint: str) -> str:
         """Listen on ``endpoint`` (tcp://host:port, ipc://path); ``tcp://127.0.0.1:*`` picks a port.
 
@@ -140,6 +165,7 @@ class ClientBase(NodeBase):
 
     _session: ClientSession
     _timeout: Optional[float]
+    _guard: Any  # a zrpc.security.ClientGuard
     #: The driver's view class for ``with_options``: ``_options_class(client, timeout)``.
     _options_class: Callable[..., Any]
 
@@ -152,10 +178,26 @@ class ClientBase(NodeBase):
         return self._session.stream_window
 
     def _client_transport(self) -> Any:
-        """A new socket for one more endpoint, whose calls fail at once when its connection drops."""
+        """A new socket for one more endpoint: its calls fail at once when its connection drops
+        or its security handshake fails."""
         transport = self._new_transport()
         transport.on_all_disconnected = lambda: self._on_disconnected(transport)
+        transport.on_event = self._guard.watch(transport.socket)
         return transport
+
+    def _on_handshake_failed(self, sock: zmq.Socket, exc: AuthenticationFailed) -> None:
+        """A handshake on ``sock`` failed: fail the calls that went to it, wake the calls waiting to send."""
+        for call in self._session.open_calls():
+            if call.transport is not None and call.transport.socket is sock:
+                self._fail(call, exc)
+        for transport in self._transports:
+            if transport.socket is sock:
+                transport.wake_senders()
+
+    def _refusal(self) -> Optional[AuthenticationFailed]:
+        """The error to raise if every server refused this client's handshake (waiting cannot help)."""
+        failures = [self._guard.failure(transport.socket) for transport in self._transports]
+        return failures[0] if failures and all(failures) else None
 
     def _fail(self, call: ClientCall, exc: BaseException) -> None:
         raise NotImplementedError

@@ -20,10 +20,11 @@ import zmq
 
 from ..core.calling import CallQueue, Caller, OptionsView
 from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
-from ..core.errors import ClosedError, TimeoutExpired
+from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import ClientBase
-from .node import Node, refuse_security
+from ..security import ClientGuard
+from .node import Node
 from .transport import Transport
 
 __all__ = ["Client", "Call", "Stream", "Batch"]
@@ -231,10 +232,11 @@ class Client(_Caller, ClientBase, Node):
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
     ) -> None:
-        refuse_security("Client", {"curve_server_key": curve_server_key, "curve_secret_key": curve_secret_key})
         session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
                                 max_message_size=max_message_size, trace=trace)
         Node.__init__(self, session, context, socket_options)
+        self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
+        self._socket_setups.append(self._guard.setup)
         self._session: ClientSession = session
         self._client = self
         self._timeout = timeout
@@ -254,6 +256,7 @@ class Client(_Caller, ClientBase, Node):
             self._fail(call, ClosedError("the client was closed"))
             if cancel is not None:
                 self._send_nowait(call, cancel)
+        self._guard.close()
         await self._close_io()
 
     async def __aenter__(self) -> "Client":
@@ -284,6 +287,10 @@ class Client(_Caller, ClientBase, Node):
     async def _send_request_slowly(self, call: ClientCall, frames: List[Any], future: asyncio.Future) -> None:
         """Wait until some socket is up with room; the call's timer (or a cancel) ends the wait."""
         while not future.done():
+            refused = self._refusal()
+            if refused is not None:  # every server refused us: waiting cannot help
+                future.set_exception(AuthenticationFailed(str(refused)))
+                return
             # A socket with no live connection would queue the request for a
             # server that may never come: wait for one that is up and has room.
             changes = [t.writable() if t.connections else t.changed() for t in self._transports]

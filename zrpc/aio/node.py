@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 import zmq
 
@@ -19,21 +19,9 @@ from ..core.session import Session
 from ..nodes import NodeBase
 from .transport import PeerUnreachable, Transport
 
-__all__ = ["Node", "SECURITY_OPTIONS", "refuse_security"]
+__all__ = ["Node"]
 
 log = logging.getLogger("zrpc")
-
-#: Security keywords of the gevent classes that the asyncio driver does not take yet.
-SECURITY_OPTIONS = ("curve_secret_key", "curve_clients", "curve_server_key", "allow_ips", "deny_ips")
-
-
-def refuse_security(cls: str, options: Dict[str, Any]) -> None:
-    """Raise TypeError naming the security options given, which asyncio does not support yet."""
-    given = sorted(name for name, value in options.items() if value is not None)
-    if given:
-        raise TypeError(f"zrpc.aio.{cls} does not support {', '.join(given)} yet (CURVE and IP rules "
-                        f"work on the gevent driver only, zrpc.{cls}); leave them unset")
-
 
 def running_loop(cls: str) -> asyncio.AbstractEventLoop:
     try:

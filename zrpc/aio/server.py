@@ -47,7 +47,9 @@ from ..core.server_session import (
 )
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import ServerBase
-from .node import Node, refuse_security
+from ..security import ServerGuard
+from .node import Node
+from .security import ZapDriver
 from .transport import PeerUnreachable
 
 __all__ = ["Server", "current_call"]
@@ -111,8 +113,6 @@ class Server(ServerBase, Node):
         allow_ips: Optional[Iterable[str]] = None,
         deny_ips: Optional[Iterable[str]] = None,
     ) -> None:
-        refuse_security("Server", {"curve_secret_key": curve_secret_key, "curve_clients": curve_clients,
-                                   "allow_ips": allow_ips, "deny_ips": deny_ips})
         if sync_methods not in _SYNC_MODES:
             raise ValueError(f"sync_methods must be one of {', '.join(_SYNC_MODES)}, not {sync_methods!r}")
         if threads < 1:
@@ -135,6 +135,10 @@ class Server(ServerBase, Node):
         self._threads = threads
         self._pool: Optional[ThreadPoolExecutor] = None
         self._how: Dict[Callable[..., Any], str] = {f: _INLINE for f in session.methods.builtins.values()}
+        self._guard = ServerGuard.create(ZapDriver, self._context, curve_secret_key, curve_clients,
+                                         allow_ips, deny_ips)
+        if self._guard is not None:
+            self._socket_setups.append(self._guard.setup)
         self._transport = self._new_transport()
         self._pending_rejects = 0
         self._stopped = asyncio.Event()
@@ -175,6 +179,8 @@ class Server(ServerBase, Node):
         if self._closed:
             return
         await self.stop(0)
+        if self._guard is not None:
+            self._guard.close()  # before the context is terminated: the ZAP socket lives on it
         await self._close_io()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
@@ -192,10 +198,8 @@ class Server(ServerBase, Node):
             return
         kind = action[0]
         if kind is START or kind is QUEUED:
-            call = action[1]
-            call.connection = self._transport.frame
-            if kind is START:
-                self._launch(call)
+            if self._admit(action[1]) and kind is START:
+                self._launch(action[1])
                 self._idle.clear()
         elif kind is CREDIT:
             ready = action[1].credit_ready

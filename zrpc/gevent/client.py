@@ -23,7 +23,7 @@ from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import ClientBase
 from .node import Node
-from .security import ClientGuard
+from ..security import ClientGuard
 from .transport import Transport
 
 __all__ = ["Client", "Future", "Stream", "Batch"]
@@ -205,20 +205,6 @@ class Client(_Caller, ClientBase, Node):
             self.connect(ep)
         self._start_io()
 
-    def _client_transport(self) -> Transport:
-        transport = super()._client_transport()
-        transport.on_event = self._guard.watch(transport.socket)
-        return transport
-
-    def _on_handshake_failed(self, sock: zmq.Socket, exc: AuthenticationFailed) -> None:
-        """A handshake on ``sock`` failed: fail the calls that went to it, wake the calls waiting to send."""
-        for call in self._session.open_calls():
-            if call.transport is not None and call.transport.socket is sock:
-                self._fail(call, exc)
-        for transport in self._transports:
-            if transport.socket is sock:
-                transport.wake_senders()
-
     def close(self) -> None:
         """Fail calls in flight with ClosedError, tell their servers to cancel them, and release the sockets.
 
@@ -274,9 +260,9 @@ class Client(_Caller, ClientBase, Node):
     def _send_request_slowly(self, call: ClientCall, frames: List[Any], deadline: Optional[float]) -> None:
         """Wait until some socket can take the request, or raise TimeoutExpired at ``deadline``."""
         while True:
-            failures = [self._guard.failure(transport.socket) for transport in self._transports]
-            if failures and all(failures):  # every server refused us: waiting cannot help
-                raise AuthenticationFailed(str(failures[0]))
+            refused = self._refusal()
+            if refused is not None:
+                raise AuthenticationFailed(str(refused))
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(None)

@@ -36,7 +36,8 @@ from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..security import _CALLS
 from ..nodes import ServerBase
 from .node import Node
-from .security import ServerGuard
+from ..security import ServerGuard
+from .security import ZapDriver
 from .transport import PeerUnreachable
 
 __all__ = ["Server"]
@@ -115,7 +116,7 @@ class Server(ServerBase, Node):
         )
         super().__init__(session, context, socket_options)
         self._session: ServerSession = session
-        self._guard = ServerGuard.create(self._context, curve_secret_key, curve_clients, allow_ips, deny_ips)
+        self._guard = ServerGuard.create(ZapDriver, self._context, curve_secret_key, curve_clients, allow_ips, deny_ips)
         if self._guard is not None:
             self._socket_setups.append(self._guard.setup)
         # One ROUTER for every endpoint: it routes each reply by the caller's identity.
@@ -181,14 +182,8 @@ class Server(ServerBase, Node):
             return
         kind = action[0]
         if kind is START or kind is QUEUED:
-            call = action[1]
-            frame = self._transport.frame
-            if self._guard is not None and self._guard.revoked(frame):
-                self._refuse(call, "AuthenticationFailed", "this client's key is no longer admitted by the server")
-                return
-            call.connection = frame  # its metadata (Peer-Address, User-Id) for current_call()
-            if kind is START:
-                self._launch(call)
+            if self._admit(action[1]) and kind is START:
+                self._launch(action[1])
                 self._idle.clear()
         elif kind is CREDIT:
             ready = action[1].credit_ready
@@ -216,14 +211,6 @@ class Server(ServerBase, Node):
             waiter = Waiter()
             self._idle_workers.append(waiter)
             call = waiter.get()
-
-    def _refuse(self, call: ServerCall, name: str, message: str) -> None:
-        """Answer a call that was accepted but must not run, with ERR ``name``."""
-        self._session.cancel(call, Cancellation(message))
-        if not call.waiting:
-            for ready in self._session.finished(call):
-                self._launch(ready)
-        self._send_reject(self._session.reject(call.envelope, call.channel_id, name, message)[1])
 
     def _send_reject(self, frames: List[Any]) -> None:
         """Send an ERR outside any call without blocking the reader; if the socket is full, wait in a greenlet."""
