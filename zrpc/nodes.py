@@ -202,6 +202,15 @@ class ClientBase(NodeBase):
     def _fail(self, call: ClientCall, exc: BaseException) -> None:
         raise NotImplementedError
 
+    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
+        return [b"", payload]  # a DEALER's message: the empty delimiter, then the payload
+
+    def _transport_of(self, channel: Any) -> Any:
+        return channel.transport  # the socket the call went out on
+
+    def _on_lost(self, call: Any) -> None:
+        self._fail(call, self._session.lost(call))
+
     def _on_disconnected(self, transport: Any) -> None:
         """libzmq saw the connection drop: its calls cannot be answered any more, fail them now."""
         transport.drain()  # replies that arrived just before the drop still count

@@ -368,9 +368,6 @@ class Client(_Caller, ClientBase, Node):
         self._fail_result(call, exc)
         self._send_nowait(call, cancel)
 
-    def _on_lost(self, call: Any) -> None:
-        self._fail(call, self._session.lost(call))
-
     def _abandon(self, call: ClientCall) -> None:
         self._stop_timer(call)
         cancel = self._session.abandon(call)
@@ -392,13 +389,6 @@ class Client(_Caller, ClientBase, Node):
             self._fail(call, exc)  # the server takes nothing: without credit it never sends again
             return
         call.window.sent(amount)
-
-    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
-        return [b"", payload]
-
-    def _transport_of(self, channel: Any) -> Transport:
-        return channel.transport
-
 
 class Batch(CallQueue):
     """Calls queued, then sent together: ``i = batch.add(1, 2)``; ``results = await batch.run()``.

@@ -332,9 +332,6 @@ class Client(_Caller, ClientBase, Node):
         self._fail_result(call, exc)
         self._send_nowait(call, cancel)
 
-    def _on_lost(self, call: Any) -> None:
-        self._fail(call, self._session.lost(call))
-
     def _abandon(self, call: ClientCall) -> None:
         cancel = self._session.abandon(call)
         if cancel is not None:
@@ -359,13 +356,6 @@ class Client(_Caller, ClientBase, Node):
             return
         call.window.sent(amount)
         call.last_sent = time.monotonic()
-
-    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
-        return [b"", payload]
-
-    def _transport_of(self, channel: Any) -> Transport:
-        return channel.transport
-
 
 class Batch(CallQueue):
     """Calls queued, then sent together: all in flight at once, results in order.
