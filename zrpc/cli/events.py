@@ -56,6 +56,19 @@ def _links(words: List[str], args: argparse.Namespace) -> Tuple[Links, List[str]
     return links(connect, args.bind), words
 
 
+def _version_or_help(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optional[int]:
+    """The exit status if the command line only asks for the version or help (or gives nothing)."""
+    if args.version:
+        print(version())
+        return EXIT_OK
+    if args.help:
+        parser.print_help()
+        return EXIT_OK
+    if not args.words and not args.connect and not args.bind:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return None
+
 class _Subscribe:
     """``zrpc subscribe [OPTIONS] ENDPOINT [NAME...]``."""
 
@@ -88,15 +101,9 @@ examples:
         return parser
 
     def run(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-        if args.version:
-            print(version())
-            return EXIT_OK
-        if args.help:
-            parser.print_help()
-            return EXIT_OK
-        if not args.words and not args.connect and not args.bind:
-            parser.print_help(sys.stderr)
-            return EXIT_USAGE
+        done = _version_or_help(parser, args)
+        if done is not None:
+            return done
         endpoints, names = _links(args.words, args)
         bad = [n for n in names if "://" in n]
         if bad:
@@ -180,15 +187,9 @@ examples:
         return parser
 
     def run(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-        if args.version:
-            print(version())
-            return EXIT_OK
-        if args.help:
-            parser.print_help()
-            return EXIT_OK
-        if not args.words and not args.connect and not args.bind:
-            parser.print_help(sys.stderr)
-            return EXIT_USAGE
+        done = _version_or_help(parser, args)
+        if done is not None:
+            return done
         endpoints, words = _links(args.words, args)
         if not words:
             raise UsageError(f"no METHOD: zrpc {self.command} ENDPOINT METHOD [ARG...]")
