@@ -38,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Server",
     "Client",
+    "Workers",
     "Future",
     "Stream",
     "Batch",
@@ -72,6 +73,11 @@ _SECURITY_NAMES = frozenset(("CallInfo", "curve_keypair", "current_call"))
 
 def __getattr__(name: str) -> Any:
     """PEP 562: load the gevent driver only when one of its classes is first used."""
+    if name == "Workers":  # the multi-process server: pyzmq only, no gevent
+        from .workers import Workers
+
+        globals()[name] = Workers
+        return Workers
     if name in _SECURITY_NAMES:
         from . import security
 
@@ -88,4 +94,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list:
-    return sorted(set(globals()) | _GEVENT_NAMES | _SECURITY_NAMES)
+    return sorted(set(globals()) | _GEVENT_NAMES | _SECURITY_NAMES | {"Workers"})

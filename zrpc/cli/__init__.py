@@ -10,7 +10,8 @@ ends in one ``zrpc: ...`` line on stderr and a documented exit status
 One module a job: :mod:`.parsing` (shared options, values), :mod:`.connection`
 (endpoints and the options that build the Client/Server), :mod:`.calling`
 (``zrpc ENDPOINT ...``), :mod:`.service` (reading a service's description),
-:mod:`.output` (JSON on stdout), :mod:`.serving` (``zrpc serve``),
+:mod:`.output` (JSON on stdout), :mod:`.serving` (``zrpc serve``; :mod:`.supervising`
+for ``--workers``), :mod:`.server_status` (``zrpc status``),
 :mod:`.tracing` (-v/-d).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import sys
 from typing import Dict, Optional, Protocol, Sequence
 
-from . import calling, events, security, serving
+from . import calling, events, security, server_status, serving
 from .parsing import UsageError
 from .status import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, fail
 
@@ -43,6 +44,7 @@ class Subcommand(Protocol):
 #: usage of :mod:`.calling`.
 SUBCOMMANDS: Dict[str, Subcommand] = {
     "serve": serving,
+    "status": server_status,
     "keygen": security.Keygen,
     "subscribe": events.Subscribe, "publish": events.Publish, "push": events.Push,
 }

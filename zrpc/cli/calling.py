@@ -21,7 +21,7 @@ from .status import (EXIT_KWARGS, EXIT_LOST, EXIT_OK, EXIT_PROTOCOL, EXIT_REMOTE
                      EXIT_TIMEOUT, EXIT_USAGE, fail)
 from .tracing import setup_logging
 
-__all__ = ["build_parser", "run"]
+__all__ = ["build_parser", "run", "failure"]
 
 DESCRIPTION = """\
 Call METHOD on the zrpc or zerorpc service at ENDPOINT and print its result as JSON.
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "zrpc",
         "zrpc [OPTIONS] ENDPOINT [METHOD [ARG...]]\n"
         "       zrpc [OPTIONS] --connect ENDPOINT [METHOD [ARG...]]\n"
-        "       zrpc serve [OPTIONS] --bind ENDPOINT MODULE[:OBJECT]",
+        "       zrpc serve [OPTIONS] --bind ENDPOINT MODULE[:OBJECT]\n"
+        "       zrpc status [OPTIONS] ENDPOINT",
         DESCRIPTION, EPILOG)
     parser.add_argument("words", nargs="*", metavar="ENDPOINT METHOD ARG", help=argparse.SUPPRESS)
     call = parser.add_argument_group("call")
@@ -127,30 +128,37 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.help:
             return _method_help(client, method, out)
         return _invoke(client, method, call_args, call_kwargs, args, out)
-    except zrpc.KeywordArgumentsUnsupported as exc:
+    except zrpc.ZrpcError as exc:
+        return failure(exc, args, method)
+    finally:
+        interrupt.cancel()
+        client.close()
+
+
+def failure(exc: Exception, args: argparse.Namespace, method: Optional[str]) -> int:
+    """Report a zrpc error met while calling ``method`` as one line; return its exit status."""
+    import zrpc
+
+    if isinstance(exc, zrpc.KeywordArgumentsUnsupported):
         return fail(EXIT_KWARGS, str(exc))
-    except zrpc.RemoteError as exc:
+    if isinstance(exc, zrpc.RemoteError):
         if args.traceback and exc.traceback:
             sys.stderr.write("remote traceback:\n" + exc.traceback.rstrip("\n") + "\n")
         if exc.name == "NameError" and exc.msg == method:
             return fail(EXIT_REMOTE, f"remote NameError: the server has no method {method!r} "
                                      "(list them with: zrpc ENDPOINT)")
         return fail(EXIT_REMOTE, f"remote {exc}")
-    except zrpc.TimeoutExpired as exc:
+    if isinstance(exc, zrpc.TimeoutExpired):
         return fail(EXIT_TIMEOUT, f"{exc} (is the server up? a slow method needs a longer --timeout)")
-    except zrpc.LostRemote as exc:
+    if isinstance(exc, zrpc.LostRemote):
         return fail(EXIT_LOST, str(exc))
-    except zrpc.AuthenticationFailed as exc:
+    if isinstance(exc, zrpc.AuthenticationFailed):
         from .security import auth_failed
 
         return auth_failed(exc)
-    except zrpc.ProtocolError as exc:
+    if isinstance(exc, zrpc.ProtocolError):
         return fail(EXIT_PROTOCOL, f"bad reply from the server: {exc}")
-    except zrpc.ZrpcError as exc:
-        return fail(EXIT_PROTOCOL, f"{type(exc).__name__}: {exc}")
-    finally:
-        interrupt.cancel()
-        client.close()
+    return fail(EXIT_PROTOCOL, f"{type(exc).__name__}: {exc}")
 
 
 def _interrupt_main_on_sigint() -> Any:

@@ -17,6 +17,7 @@ from typing import Any, List
 from .connection import SERVER, add_connection_options, link, links, new_server
 from .parsing import UsageError, add_general_options, count, new_parser, seconds, version
 from .status import EXIT_OK, EXIT_STATUS_HELP
+from .supervising import run_workers, worker_count_of, workers_option
 from .tracing import setup_logging
 
 __all__ = ["build_parser", "run"]
@@ -38,6 +39,8 @@ examples:
   zrpc serve --bind tcp://127.0.0.1:4242 time
   zrpc serve --bind tcp://127.0.0.1:4242 examples.hello_server:Hello
   zrpc serve --connect tcp://127.0.0.1:5555 time     (the client binds: zrpc --bind ...)
+  zrpc serve --workers auto --bind tcp://127.0.0.1:4242 examples.hello_server:Hello
+                                    (one process per core; see it with: zrpc status ENDPOINT)
 
 """ + EXIT_STATUS_HELP
 
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--grace", type=seconds, default=10.0, metavar="SECONDS",
                         help="on SIGINT/SIGTERM, let calls in flight finish for up to SECONDS"
                              " (default: 10)")
+    server.add_argument("--workers", type=workers_option, default=None, metavar="N|auto",
+                        help="serve with N processes behind the endpoints, a call's events all to the"
+                             " same one (auto: one per core; default: this process alone)")
     add_connection_options(parser, SERVER)
     add_general_options(parser)
     return parser
@@ -78,6 +84,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         raise UsageError("nowhere to serve: give --bind ENDPOINT (e.g. tcp://127.0.0.1:4242) "
                          "or --connect ENDPOINT")
     setup_logging(args.verbose, args.debug)
+    workers = worker_count_of(args)
+    if workers > 1:
+        return run_workers(args, workers)  # each worker loads the target; this process routes
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like zerorpc: serve modules from where you stand
     obj = _load(args.target, args.traceback or args.debug)

@@ -38,7 +38,8 @@ from .protocol import printable
 from .methods import MethodTable
 from .session import Session, Tracer
 
-__all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "QUEUED", "SEND", "CREDIT", "CANCEL"]
+__all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "QUEUED", "SEND", "CREDIT", "CANCEL",
+           "STOPPING_REPLY"]
 
 log = logging.getLogger("zrpc.server")
 
@@ -57,6 +58,9 @@ class Cancellation:
         self.reason = reason
         self.reply = reply
 
+
+#: The ERR (name, message) a new call gets from a server that is stopping (before the call ran).
+STOPPING_REPLY = ("ServerStopping", "the server is shutting down; retry elsewhere")
 
 CANCELLED_BY_CALLER = Cancellation("cancelled by the caller")
 CALLER_LOST = Cancellation("caller lost")
@@ -165,7 +169,7 @@ class ServerSession(Session):
     def _accept(self, peer: Any, envelope: List[bytes], message_id: Any, name: str, args: Any,
                 now: float) -> Optional[Action]:
         if self.stopping:
-            return self.reject(envelope, message_id, "ServerStopping", "the server is shutting down; retry elsewhere")
+            return self.reject(envelope, message_id, *STOPPING_REPLY)
         if name in protocol.CONTROL_EVENTS:
             log.debug("control event %s outside any channel (ignored)", name)
             return None

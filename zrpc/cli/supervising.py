@@ -1,0 +1,81 @@
+"""``zrpc serve --workers N``: the options and the run of a multi-process server.
+
+:mod:`.serving` parses the command line and checks it; this module turns it
+into a :class:`zrpc.Workers` (the same server options, security at the
+router, each worker a ``zrpc serve`` of the target) and runs it until a
+signal drains it, with the same ``--grace`` rules as one process.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any, List
+
+from .connection import link, links
+from .status import EXIT_OK, EXIT_USAGE, fail
+
+__all__ = ["workers_option", "worker_count_of", "run_workers"]
+
+
+def workers_option(text: str) -> Any:
+    """argparse type of ``--workers``: a whole number of at least 1, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (N or auto)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 worker (or auto)")
+    return value
+
+
+def worker_count_of(args: argparse.Namespace) -> int:
+    """How many processes ``--workers`` asks for (1 without it)."""
+    from ..workers import worker_count
+
+    return worker_count(args.workers) if args.workers is not None else 1
+
+
+def _serve_options(args: argparse.Namespace) -> List[str]:
+    """The general options every worker's ``zrpc serve`` gets too."""
+    return [flag for flag, on in (("-v", args.verbose), ("-d", args.debug), ("--traceback", args.traceback)) if on]
+
+
+def run_workers(args: argparse.Namespace, count: int) -> int:
+    """Serve ``args.target`` with ``count`` worker processes until SIGINT/SIGTERM; return the exit status."""
+    from . import security
+    from ..workers import Workers, WorkersFailed
+
+    workers = Workers(args.target, count, name=args.name, heartbeat=args.heartbeat or None,
+                      pool_size=args.pool_size, grace=args.grace, serve_options=_serve_options(args),
+                      **security.server_kwargs(args))
+    signals: List[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        signals.append(signum)
+        name = signal.Signals(signum).name
+        if len(signals) == 1:
+            print(f"zrpc: {name}: stopping {count} workers; calls in flight have {args.grace:g}s to finish",
+                  file=sys.stderr, flush=True)
+            workers.stop(args.grace)
+        else:
+            print(f"zrpc: {name} again: cancelling the calls in flight", file=sys.stderr, flush=True)
+            workers.stop(0)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        link(workers, links(args.connect, args.bind))
+        for endpoint in workers.endpoints:
+            print(f"serving {args.target} on {endpoint} with {count} workers", file=sys.stderr, flush=True)
+        try:
+            workers.run()
+        except WorkersFailed as exc:
+            return fail(EXIT_USAGE, f"{exc} (see its error above)")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        workers.close()
+    print("zrpc: stopped", file=sys.stderr, flush=True)
+    return EXIT_OK

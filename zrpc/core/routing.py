@@ -1,0 +1,203 @@
+"""Which worker serves which channel: the decisions of ``zrpc serve --workers`` without I/O.
+
+Theory of operation
+-------------------
+A router stands between the clients (a ROUTER on the user's endpoint) and N
+worker processes (each a plain zrpc server). It reads only the routing part
+of each event (:class:`zrpc.core.protocol.HeaderReader`), never its args.
+
+* A call's first event (no ``response_to``) opens a channel keyed by
+  ``(client envelope, message_id)``: it goes to the worker with the fewest
+  calls in flight (ties: the one that served fewer), preferring workers that
+  are connected. Every later event of the client on that channel
+  (heartbeats, ``_zpc_more`` credit, ``_zrpc_cancel``) follows it to the
+  same worker; an event for a channel the router does not know is dropped.
+* Events from a worker go back to the client by their envelope, whatever
+  they are; an ``OK``, ``ERR`` or ``STREAM_DONE`` ends the channel, and
+  the worker's call count with it.
+* A channel silent both ways for three heartbeat intervals is forgotten
+  (the worker has cancelled a call whose caller vanished after two, and
+  says nothing then), so a client that disappears leaks nothing.
+* A worker that dies loses its channels: the router drops them and their
+  later events, so their callers hear nothing and report ``LostRemote``
+  after two heartbeat intervals, like with any dead server. No other
+  channel is touched.
+* While stopping, a new call is answered here with ``ERR ServerStopping``
+  (the server session's refusal) and never reaches a worker; channels
+  already open keep flowing until their workers have drained.
+* ``_zrpc_status`` is answered by the router itself (the driver fills in
+  what it knows of the processes).
+
+The driver reads the sockets and the clock and performs the action each
+method returns. This module never touches a socket, a process or a clock.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Hashable, List, Optional, Tuple
+
+from . import protocol
+from .protocol import HeaderReader
+from .server_session import STOPPING_REPLY
+
+__all__ = ["ChannelRouter", "WorkerLoad", "STATUS_METHOD", "FORWARD", "DROP", "SEND", "STATUS", "ENDS"]
+
+log = logging.getLogger("zrpc.workers")
+
+#: The built-in the router answers itself: what ``zrpc status`` calls.
+STATUS_METHOD = "_zrpc_status"
+FORWARD, DROP, SEND, STATUS = "forward", "drop", "send", "status"
+#: Replies that end a channel.
+ENDS = frozenset((protocol.OK, protocol.ERR, protocol.STREAM_DONE))
+#: A channel silent both ways this many heartbeat intervals is forgotten.
+IDLE_INTERVALS = 3
+
+_DROP = (DROP, None)
+
+
+class WorkerLoad:
+    """One worker slot as the router counts it; the slot outlives the processes that fill it."""
+
+    __slots__ = ("index", "in_flight", "served", "ready", "__weakref__")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        #: Calls sent to it that have not ended yet.
+        self.in_flight = 0
+        #: Calls it ended (OK, ERR, STREAM_DONE) since the router started.
+        self.served = 0
+        #: Connected: its process is up and listening.
+        self.ready = False
+
+
+class _Route:
+    __slots__ = ("worker", "last")
+
+    def __init__(self, worker: WorkerLoad, now: float) -> None:
+        self.worker = worker
+        self.last = now
+
+
+class ChannelRouter:
+    """The channel table of a router over ``workers`` slots, and the calls in flight of each.
+
+    ``heartbeat`` (seconds, or None) is the servers' interval: it sets when
+    a silent channel is forgotten (never without heartbeats: then only a
+    reply ends a channel).
+    """
+
+    def __init__(self, workers: int, heartbeat: Optional[float]) -> None:
+        if workers < 1:
+            raise ValueError("a router needs at least one worker")
+        self.workers = [WorkerLoad(i) for i in range(workers)]
+        self.idle_after = IDLE_INTERVALS * heartbeat if heartbeat else None
+        self.stopping = False
+        self._routes: Dict[Tuple[Hashable, Any], _Route] = {}
+        self._reader = HeaderReader()
+        self._ids = protocol.message_ids()
+
+    @property
+    def channels(self) -> int:
+        """Channels open now (calls in flight, all workers)."""
+        return len(self._routes)
+
+    # -- events -------------------------------------------------------------------
+    def from_client(self, peer: Hashable, envelope: List[Any], payload: Any, now: float) -> Tuple[str, Any]:
+        """An event from a client: ``(FORWARD, worker)``, ``(DROP, None)``, ``(SEND, payload)``
+        (an answer of the router's own, on ``envelope``) or ``(STATUS, message_id)``.
+
+        ``peer`` identifies the client's connection (its envelope, hashable).
+        """
+        head = self._reader.read(payload)
+        if head is None:
+            if self.stopping:
+                return _DROP
+            # Unreadable: any worker answers it (or logs it) exactly as a lone server would.
+            return (FORWARD, self._least_loaded())
+        message_id, response_to, name = head
+        if response_to is not None:
+            route = self._routes.get((peer, response_to))
+            if route is None:
+                return _DROP  # a channel that ended, expired, or whose worker died
+            route.last = now
+            return (FORWARD, route.worker)
+        key = (peer, message_id)
+        route = self._routes.get(key)
+        if route is not None:  # a duplicate id: its worker logs it, as a lone server would
+            route.last = now
+            return (FORWARD, route.worker)
+        if name == STATUS_METHOD:
+            return (STATUS, message_id)
+        if self.stopping:
+            return (SEND, self.answer(envelope, message_id, protocol.ERR, protocol.error_args(*STOPPING_REPLY, "")))
+        if name in protocol.CONTROL_EVENTS:
+            return _DROP  # a heartbeat or credit outside any channel: nothing to open
+        worker = self._least_loaded()
+        self._routes[key] = _Route(worker, now)
+        worker.in_flight += 1
+        return (FORWARD, worker)
+
+    def from_worker(self, worker: WorkerLoad, peer: Hashable, payload: Any, now: float) -> None:
+        """An event from ``worker`` to client ``peer`` (the driver forwards it whatever it is)."""
+        head = self._reader.read(payload)
+        if head is None or head[1] is None:
+            return
+        key = (peer, head[1])
+        if head[2] in ENDS:
+            route = self._routes.get(key)
+            if route is not None and route.worker is worker:
+                del self._routes[key]
+                worker.in_flight -= 1
+                worker.served += 1
+        else:
+            route = self._routes.get(key)
+            if route is not None:
+                route.last = now
+
+    def answer(self, envelope: List[Any], message_id: Any, name: str, args: Any) -> List[Any]:
+        """The frames of the router's own reply ``name`` to request ``message_id``."""
+        header = protocol.reply_header(next(self._ids), message_id)
+        return [*envelope, protocol.encode(header, name, args)]
+
+    # -- workers and time -------------------------------------------------------------
+    def _least_loaded(self) -> WorkerLoad:
+        best: Optional[WorkerLoad] = None
+        for worker in self.workers:
+            if best is None or (worker.ready, -worker.in_flight, -worker.served) > (
+                    best.ready, -best.in_flight, -best.served):
+                best = worker
+        assert best is not None
+        return best
+
+    def worker_lost(self, worker: WorkerLoad) -> int:
+        """``worker``'s process is gone: forget its channels (their callers will hear nothing); return how many."""
+        doomed = [key for key, route in self._routes.items() if route.worker is worker]
+        for key in doomed:
+            del self._routes[key]
+        worker.in_flight = 0
+        worker.ready = False
+        return len(doomed)
+
+    def sweep(self, now: float) -> int:
+        """Forget the channels silent both ways for IDLE_INTERVALS heartbeats; return how many."""
+        if self.idle_after is None:
+            return 0
+        limit = now - self.idle_after
+        stale = [(key, route) for key, route in self._routes.items() if route.last < limit]
+        for key, route in stale:
+            del self._routes[key]
+            route.worker.in_flight -= 1
+        if stale:
+            log.debug("forgot %d silent channel(s)", len(stale))
+        return len(stale)
+
+    def status(self) -> Dict[str, Any]:
+        """What the router counts: calls in flight and served, per worker and in all."""
+        return {
+            "stopping": self.stopping,
+            "in_flight": sum(w.in_flight for w in self.workers),
+            "served": sum(w.served for w in self.workers),
+            "workers": [{"worker": w.index, "ready": w.ready, "in_flight": w.in_flight, "served": w.served}
+                        for w in self.workers],
+        }
+

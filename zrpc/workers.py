@@ -1,0 +1,484 @@
+"""Serve on every core: N worker processes behind one endpoint, and the router in front of them.
+
+    workers = zrpc.Workers("myapp.service:Service", workers="auto")
+    workers.bind("tcp://0.0.0.0:4242")
+    workers.run()            # until workers.stop() (e.g. from a signal handler)
+
+The supervising process binds the user's endpoint with a ROUTER (the
+server's security applies there: CURVE, ZAP, IP rules) and starts N fresh
+processes, each a plain ``zrpc serve`` of the same target bound to an ipc
+endpoint in a private temporary directory. One DEALER per worker carries
+the calls to it. Which event goes where is decided by
+:class:`zrpc.core.routing.ChannelRouter` (a channel's events all reach the
+worker that took its call; new calls go to the one with the fewest in
+flight); this module only reads and writes the sockets, in one plain
+blocking ``zmq.Poller`` loop (no gevent: the router must not share its
+core with anything else), and looks after the processes: a worker that
+dies is restarted (backing off if it keeps dying), and :meth:`Workers.stop`
+drains every worker the way ``zrpc serve`` drains one.
+
+Workers are fresh interpreters, not forks: nothing of the supervisor
+(sockets, greenlets, threads) leaks into them, and the served object is
+built in each worker by importing its target, so it must be importable
+there (from the current directory or PYTHONPATH).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from .core import protocol
+from .core.routing import FORWARD, SEND, STATUS, ChannelRouter, WorkerLoad
+from .security import ServerGuard, ZapHandler
+from .sockets import HWM
+
+__all__ = ["Workers", "WorkersFailed", "worker_count"]
+
+log = logging.getLogger("zrpc.workers")
+
+_NOBLOCK = int(zmq.NOBLOCK)
+#: Children, stop deadlines and silent channels are looked at this often (s).
+_TICK = 0.1
+#: Messages read from one socket per wake-up before the others get a turn.
+_BATCH = 256
+#: A worker that dies within this many seconds of starting is restarted after a growing delay...
+_QUICK_DEATH = 1.0
+#: ...from this one, doubling, up to the last.
+_BACKOFF = (0.1, 5.0)
+#: Seconds a worker gets to exit after it was told to cancel its calls, before SIGKILL.
+_KILL_AFTER = 5.0
+#: Seconds the router's last replies get to leave when it closes.
+_LINGER = 2.0
+_PR_SET_PDEATHSIG = 1
+_HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+
+
+class WorkersFailed(RuntimeError):
+    """The workers could not be started (the first one exited before serving: see its stderr)."""
+
+
+def worker_count(value: Union[int, str]) -> int:
+    """How many workers ``value`` asks for: ``"auto"`` is one per core this process may run on."""
+    if value == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    count = int(value)
+    if count < 1:
+        raise ValueError(f"workers must be at least 1 or 'auto', got {value!r}")
+    return count
+
+
+class _PollZap(ZapHandler):
+    """ZAP for the router's endpoint, answered from the router's own poll loop."""
+
+    _handlers: Dict[int, ZapHandler] = {}
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._sock
+
+
+def _die_with_parent() -> None:
+    # In the child, before exec: SIGTERM (a drain) if the supervisor dies, so no worker is orphaned.
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _Slot:
+    """One worker slot: its current process, the DEALER to it, and its restart history."""
+
+    def __init__(self, load: WorkerLoad) -> None:
+        self.load = load
+        self.proc: Optional[subprocess.Popen] = None
+        self.sock: Optional[zmq.Socket] = None
+        self.monitor: Optional[zmq.Socket] = None
+        self.endpoint = ""
+        self.generation = 0
+        self.restarts = 0
+        self.started = 0.0
+        self.delay = 0.0
+        self.start_at: Optional[float] = 0.0  # when to start the next process; None: never
+        self.cancelled = False  # told to cancel its calls (a second SIGTERM)
+
+
+class Workers:
+    """Serve ``target`` ("MODULE[:OBJECT]", as ``zrpc serve`` takes it) with ``workers`` processes.
+
+    ``workers`` is a number or ``"auto"`` (one per core). Each worker is
+    ``zrpc serve`` with ``name``, ``heartbeat``, ``pool_size`` (per worker)
+    and ``grace``, plus ``serve_options`` (more ``zrpc serve`` options, e.g.
+    ``["-v"]``), run by ``python``. Security (``curve_secret_key``,
+    ``curve_clients``, ``allow_ips``, ``deny_ips``: as for :class:`zrpc.Server`)
+    applies to the endpoints bound or connected here; workers only listen on
+    a private ipc directory. Inside a worker's method, ``zrpc.current_call()``
+    has ``peer_address`` and ``user_id`` None (the router holds the connections).
+    Not thread safe, except :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        workers: Union[int, str] = "auto",
+        *,
+        name: Optional[str] = None,
+        heartbeat: Optional[float] = 5.0,
+        pool_size: Optional[int] = None,
+        grace: Optional[float] = 10.0,
+        curve_secret_key: Any = None,
+        curve_clients: Any = None,
+        allow_ips: Optional[Iterable[str]] = None,
+        deny_ips: Optional[Iterable[str]] = None,
+        serve_options: Sequence[str] = (),
+        python: str = sys.executable,
+    ) -> None:
+        self.target = target
+        self.count = worker_count(workers)
+        self.heartbeat = heartbeat if heartbeat and heartbeat > 0 else None
+        self.grace = grace
+        self._router = ChannelRouter(self.count, self.heartbeat)
+        self._context = zmq.Context()
+        self._guard = ServerGuard.create(_PollZap, self._context, curve_secret_key, curve_clients,
+                                         allow_ips, deny_ips)
+        self._front = self._context.socket(zmq.ROUTER)
+        self._front.linger = 0
+        self._front.setsockopt(zmq.ROUTER_MANDATORY, 1)  # EHOSTUNREACH for a gone client, not a silent drop
+        self._front.setsockopt(zmq.SNDHWM, HWM)
+        self._front.setsockopt(zmq.RCVHWM, HWM)
+        if self._guard is not None:
+            self._guard.setup(self._front)
+        self._dir = tempfile.mkdtemp(prefix="zrpc-workers-")  # mode 0700: only this user reaches the workers
+        self._command = [python, "-m", "zrpc", "serve", "--heartbeat", f"{self.heartbeat or 0:g}",
+                         "--grace", f"{1e9 if grace is None else grace:g}",
+                         *(["--name", name] if name else []),
+                         *(["--pool-size", str(pool_size)] if pool_size else []), *serve_options]
+        self._slots = [_Slot(load) for load in self._router.workers]
+        self._endpoints: List[str] = []
+        self._handlers: Dict[zmq.Socket, Callable[[], None]] = {}
+        self._poller = zmq.Poller()
+        self._watch(self._front, self._from_clients)
+        if self._guard is not None:
+            zap = _PollZap._handlers[id(self._context)]
+            self._watch(zap.socket, zap.answer_pending)  # type: ignore[attr-defined]
+        self._stop_at: Optional[float] = None  # when calls still in flight get cancelled (inf: never)
+        self._drain_started = 0.0
+        self._ever_ready = False
+        self._dropped = 0
+        self._closed = False
+
+    # -- endpoints -----------------------------------------------------------------
+    def bind(self, endpoint: str) -> str:
+        """Listen on ``endpoint`` for clients; returns the endpoint bound (``tcp://127.0.0.1:*`` picks a port)."""
+        self._front.bind(endpoint)
+        bound = self._front.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self._endpoints.append(bound)
+        return bound
+
+    def connect(self, endpoint: str) -> str:
+        """Connect to a client that binds (the reverse direction, as ``zrpc serve --connect``)."""
+        self._front.connect(endpoint)
+        self._endpoints.append(endpoint)
+        return endpoint
+
+    @property
+    def endpoints(self) -> List[str]:
+        """The endpoints bound or connected for clients."""
+        return list(self._endpoints)
+
+    # -- life cycle ----------------------------------------------------------------
+    def run(self) -> None:
+        """Start the workers and route calls to them until :meth:`stop` has drained them all.
+
+        Raises :class:`WorkersFailed` if the first worker exits before it
+        serves (its target does not import, for instance); the rest start
+        once the first one serves.
+        """
+        if self._closed:
+            raise RuntimeError("these workers are closed; make new ones")
+        if not self._endpoints:
+            raise RuntimeError("nothing to serve on: bind() or connect() first")
+        for slot in self._slots:
+            self._new_socket(slot)
+        poller, handlers = self._poller, self._handlers
+        next_tick = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_tick:
+                    if self._tick(now):
+                        return
+                    next_tick = now + _TICK
+                for sock, _ in poller.poll(max(next_tick - now, 0.0) * 1000):
+                    handlers[sock]()
+        finally:
+            self._end_processes()
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop taking new calls (they get ``ServerStopping`` from the router) and drain the workers.
+
+        Calls in flight have ``timeout`` seconds (default: ``grace``; None
+        for both: no limit) to finish, then they are cancelled; calling
+        again with a shorter timeout (0: now) shortens it. Returns at once;
+        :meth:`run` returns when every worker has exited. Safe from a signal
+        handler or another thread.
+        """
+        if timeout is None:
+            timeout = self.grace
+        deadline = time.monotonic() + (math.inf if timeout is None else timeout)
+        if self._stop_at is None or deadline < self._stop_at:
+            self._stop_at = deadline
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_at is not None
+
+    def close(self) -> None:
+        """Kill any worker left, release the sockets (flushing the last replies, bounded) and the directory."""
+        if self._closed:
+            return
+        self._closed = True
+        self._end_processes()
+        if self._guard is not None:
+            self._guard.close()
+        for slot in self._slots:
+            self._drop_socket(slot)
+        self._front.close(linger=int(_LINGER * 1000))
+        self._context.term()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def status(self) -> Dict[str, Any]:
+        """What ``zrpc status`` shows: per worker its pid, restarts, calls in flight and served."""
+        status = self._router.status()
+        for entry, slot in zip(status["workers"], self._slots):
+            alive = slot.proc is not None and slot.proc.returncode is None
+            entry["pid"] = slot.proc.pid if alive else None  # type: ignore[union-attr]
+            entry["restarts"] = slot.restarts
+        status.update(target=self.target, pid=os.getpid(), endpoints=self.endpoints)
+        return status
+
+    # -- the sockets -----------------------------------------------------------------
+    def _watch(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
+        self._poller.register(sock, zmq.POLLIN)
+        self._handlers[sock] = handler
+
+    def _unwatch(self, sock: zmq.Socket) -> None:
+        self._poller.unregister(sock)
+        del self._handlers[sock]
+
+    def _new_socket(self, slot: _Slot) -> None:
+        """A DEALER to the slot's next process, on an endpoint of its own (queues until it listens)."""
+        slot.generation += 1
+        slot.endpoint = f"ipc://{self._dir}/w{slot.load.index}-{slot.generation}"
+        sock = self._context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
+        slot.monitor = sock.get_monitor_socket(_HANDSHAKE_OK | _DISCONNECTED)
+        sock.connect(slot.endpoint)
+        slot.sock = sock
+        self._watch(sock, lambda: self._from_worker(slot))
+        self._watch(slot.monitor, lambda: self._on_monitor(slot))
+
+    def _drop_socket(self, slot: _Slot) -> None:
+        sock, monitor, slot.sock, slot.monitor = slot.sock, slot.monitor, None, None
+        if sock is None:
+            return
+        self._unwatch(sock)
+        self._unwatch(monitor)  # type: ignore[arg-type]
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        monitor.close(linger=0)  # type: ignore[union-attr]
+        sock.close(linger=0)
+        path = slot.endpoint[len("ipc://"):]
+        try:
+            os.unlink(path)  # the dead worker's socket file
+        except OSError:
+            pass
+
+    def _from_clients(self) -> None:
+        front, router, slots = self._front, self._router, self._slots
+        from_client = router.from_client
+        now = time.monotonic()
+        for _ in range(_BATCH):
+            try:
+                frames = front.recv_multipart(_NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue  # no envelope to answer on; a worker would drop it too
+            envelope = frames[:-1]
+            peer = frames[0].bytes if len(frames) == 3 else tuple(f.bytes for f in envelope)
+            kind, value = from_client(peer, envelope, frames[-1].buffer, now)
+            if kind is FORWARD:
+                try:
+                    slots[value.index].sock.send_multipart(frames, _NOBLOCK, copy=False)  # type: ignore[union-attr]
+                except zmq.Again:
+                    self._lost_message(f"worker {value.index} takes no more (its queue is full)")
+            elif kind is SEND:
+                self._to_client(value)
+            elif kind is STATUS:
+                self._to_client(router.answer(envelope, value, protocol.OK, [self.status()]))
+
+    def _from_worker(self, slot: _Slot) -> None:
+        sock, load = slot.sock, slot.load
+        if sock is None:
+            return
+        from_worker = self._router.from_worker
+        now = time.monotonic()
+        for _ in range(_BATCH):
+            try:
+                frames = sock.recv_multipart(_NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            peer = frames[0].bytes if len(frames) == 3 else tuple(f.bytes for f in frames[:-1])
+            from_worker(load, peer, frames[-1].buffer, now)
+            self._to_client(frames)
+
+    def _to_client(self, frames: List[Any]) -> None:
+        try:
+            self._front.send_multipart(frames, _NOBLOCK, copy=False)
+        except zmq.Again:
+            self._lost_message("a client takes no more (its queue is full)")
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            # The client disconnected: nobody to tell.
+
+    def _lost_message(self, why: str) -> None:
+        self._dropped += 1
+        if self._dropped & (self._dropped - 1) == 0:  # 1st, 2nd, 4th, 8th...: a flood logs a few lines
+            log.warning("dropped a message: %s (%d dropped so far)", why, self._dropped)
+
+    def _on_monitor(self, slot: _Slot) -> None:
+        monitor = slot.monitor
+        while monitor is not None:
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(_NOBLOCK))["event"]
+            except zmq.Again:
+                return
+            if event == _HANDSHAKE_OK:
+                slot.load.ready = True
+                if not self._ever_ready:
+                    self._ever_ready = True
+                    log.info("worker 0 serves; starting the other %d", self.count - 1)
+            elif event == _DISCONNECTED:
+                slot.load.ready = False
+
+    # -- the processes ------------------------------------------------------------------
+    def _tick(self, now: float) -> bool:
+        """Look after the processes and the channel table; True once everything has stopped."""
+        router = self._router
+        for slot in self._slots:
+            if slot.proc is not None and slot.proc.poll() is not None:
+                self._reap(slot, now)
+        if self._stop_at is not None and not router.stopping:
+            router.stopping = True
+            self._drain_started = now
+            for slot in self._slots:
+                slot.start_at = None
+                self._signal(slot, signal.SIGTERM)  # each worker drains as zrpc serve does
+        if router.stopping:
+            return self._draining(now)
+        for slot in self._slots:
+            if slot.proc is None and slot.start_at is not None and now >= slot.start_at and (
+                    self._ever_ready or slot.load.index == 0):
+                self._spawn(slot, now)
+        router.sweep(now)
+        return False
+
+    def _draining(self, now: float) -> bool:
+        assert self._stop_at is not None
+        alive = [slot for slot in self._slots if slot.proc is not None]
+        if not alive:
+            return True
+        # Each worker cancels its calls by itself at its own --grace; only a shorter stop()
+        # tells it sooner, with a second signal (as a second Ctrl-C does to zrpc serve).
+        own = self._drain_started + (math.inf if self.grace is None else self.grace)
+        cancel_at = min(self._stop_at, own)
+        for slot in alive:
+            if not slot.cancelled and now >= cancel_at:
+                slot.cancelled = True
+                if self._stop_at < own - _TICK:
+                    self._signal(slot, signal.SIGTERM)
+            elif slot.cancelled and now >= cancel_at + _KILL_AFTER:
+                log.warning("worker %d (pid %d) did not exit %gs after cancelling its calls; killing it",
+                            slot.load.index, slot.proc.pid, _KILL_AFTER)  # type: ignore[union-attr]
+                self._signal(slot, signal.SIGKILL)
+        return False
+
+    def _spawn(self, slot: _Slot, now: float) -> None:
+        command = [*self._command, "--bind", slot.endpoint, self.target]
+        slot.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+        slot.started = now
+        slot.cancelled = False
+        log.info("worker %d started (pid %d)", slot.load.index, slot.proc.pid)
+
+    def _reap(self, slot: _Slot, now: float) -> None:
+        proc = slot.proc
+        assert proc is not None
+        self._from_worker(slot)  # replies it sent before it went still count
+        slot.proc = None
+        lost = self._router.worker_lost(slot.load)
+        how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+               else f"exited with status {proc.returncode}")
+        if self._router.stopping:
+            log.info("worker %d (pid %d) %s", slot.load.index, proc.pid, how)
+            return
+        if not self._ever_ready:
+            raise WorkersFailed(f"worker {slot.load.index} {how} before serving {self.target}")
+        slot.delay = min(max(slot.delay * 2, _BACKOFF[0]), _BACKOFF[1]) if now - slot.started < _QUICK_DEATH else 0.0
+        slot.start_at = now + slot.delay
+        slot.restarts += 1
+        log.warning("worker %d (pid %d) %s; %d call(s) in flight on it are lost; restarting it%s",
+                    slot.load.index, proc.pid, how, lost, f" in {slot.delay:g}s" if slot.delay else "")
+        self._drop_socket(slot)
+        self._new_socket(slot)
+
+    def _signal(self, slot: _Slot, signum: int) -> None:
+        if slot.proc is not None and slot.proc.returncode is None:
+            try:
+                slot.proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    def _end_processes(self) -> None:
+        """Kill and reap every worker still running (run() ended early, or close())."""
+        for slot in self._slots:
+            proc = slot.proc
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d (pid %d) did not die", slot.load.index, proc.pid)
+            slot.proc = None
