@@ -446,9 +446,12 @@ class Workers:
         assert proc is not None
         self._from_worker(slot)  # replies it sent before it went still count
         slot.proc = None
-        lost = self._router.worker_lost(slot.load)
         how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
                else f"exited with status {proc.returncode}")
+        answers = self._router.worker_lost(slot.load, f"(pid {proc.pid}) {how}")
+        for frames in answers:
+            self._to_client(frames)
+        lost = len(answers)
         if self._router.stopping:
             log.info("worker %d (pid %d) %s", slot.load.index, proc.pid, how)
             return

@@ -188,6 +188,8 @@ class ClientSession(Session):
             return AuthenticationFailed(msg)
         if name == "ServerBusy":
             return ServerBusy(name, msg, tb)
+        if name == "LostRemote" and not tb:  # a router whose worker died (a method's error has a traceback)
+            return LostRemote(msg)
         return RemoteError(name, msg, tb)
 
     def finish(self, call: ClientCall) -> None:

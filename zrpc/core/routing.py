@@ -18,10 +18,12 @@ of each event (:class:`zrpc.core.protocol.HeaderReader`), never its args.
 * A channel silent both ways for three heartbeat intervals is forgotten
   (the worker has cancelled a call whose caller vanished after two, and
   says nothing then), so a client that disappears leaks nothing.
-* A worker that dies loses its channels: the router drops them and their
-  later events, so their callers hear nothing and report ``LostRemote``
-  after two heartbeat intervals, like with any dead server. No other
-  channel is touched.
+* A worker that dies loses its channels: the router answers each with
+  ``ERR LostRemote`` at once (without a traceback, which zrpc clients turn
+  into :class:`zrpc.LostRemote`; zerorpc clients see a RemoteError of that
+  name) and drops their later events. Waiting for the callers' heartbeats
+  to notice would take up to three intervals for a call younger than one.
+  No other channel is touched.
 * While stopping, a new call is answered here with ``ERR ServerStopping``
   (the server session's refusal) and never reaches a worker; channels
   already open keep flowing until their workers have drained.
@@ -71,11 +73,12 @@ class WorkerLoad:
 
 
 class _Route:
-    __slots__ = ("worker", "last")
+    __slots__ = ("worker", "last", "envelope")
 
-    def __init__(self, worker: WorkerLoad, now: float) -> None:
+    def __init__(self, worker: WorkerLoad, now: float, envelope: List[Any]) -> None:
         self.worker = worker
         self.last = now
+        self.envelope = envelope  # to answer the caller if its worker dies
 
 
 class ChannelRouter:
@@ -133,7 +136,7 @@ class ChannelRouter:
         if name in protocol.CONTROL_EVENTS:
             return _DROP  # a heartbeat or credit outside any channel: nothing to open
         worker = self._least_loaded()
-        self._routes[key] = _Route(worker, now)
+        self._routes[key] = _Route(worker, now, envelope)
         worker.in_flight += 1
         return (FORWARD, worker)
 
@@ -169,14 +172,21 @@ class ChannelRouter:
         assert best is not None
         return best
 
-    def worker_lost(self, worker: WorkerLoad) -> int:
-        """``worker``'s process is gone: forget its channels (their callers will hear nothing); return how many."""
-        doomed = [key for key, route in self._routes.items() if route.worker is worker]
-        for key in doomed:
+    def worker_lost(self, worker: WorkerLoad, why: str) -> List[List[Any]]:
+        """``worker``'s process is gone: forget its channels; return the ERR LostRemote for each caller.
+
+        ``why`` (how it died) goes into the message.
+        """
+        doomed = [(key, route) for key, route in self._routes.items() if route.worker is worker]
+        answers = []
+        message = f"the server process serving this call {why}; the call may or may not have run"
+        for key, route in doomed:
             del self._routes[key]
+            answers.append(self.answer(route.envelope, key[1], protocol.ERR,
+                                       protocol.error_args("LostRemote", message, "")))
         worker.in_flight = 0
         worker.ready = False
-        return len(doomed)
+        return answers
 
     def sweep(self, now: float) -> int:
         """Forget the channels silent both ways for IDLE_INTERVALS heartbeats; return how many."""
