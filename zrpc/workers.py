@@ -49,7 +49,9 @@ __all__ = ["Workers", "WorkersFailed", "worker_count"]
 
 log = logging.getLogger("zrpc.workers")
 
+# Plain ints and one recv/send per frame: pyzmq's multipart helpers spend more on enum flags than on sending.
 _NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 #: Children, stop deadlines and silent channels are looked at this often (s).
 _TICK = 0.1
 #: Messages read from one socket per wake-up before the others get a turn.
@@ -100,6 +102,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _recv(sock: zmq.Socket) -> List[zmq.Frame]:
+    """One whole message, as zmq Frames (no copy); raises zmq.Again if none is queued."""
+    frame = sock.recv(_NOBLOCK, copy=False)
+    frames = [frame]
+    while frame.more:  # the rest of a message is there as soon as its first frame is
+        frame = sock.recv(_NOBLOCK, copy=False)
+        frames.append(frame)
+    return frames
+
+
+def _send(sock: zmq.Socket, frames: List[Any]) -> None:
+    """Send one message without blocking; raises zmq.Again if the peer's queue is full (nothing sent)."""
+    send = sock.send
+    for frame in frames[:-1]:  # only the first frame can block: zmq queues a message whole or not at all
+        send(frame, _SNDMORE_NOBLOCK, copy=False)
+    send(frames[-1], _NOBLOCK, copy=False)
 
 
 class _Slot:
@@ -326,7 +346,7 @@ class Workers:
         now = time.monotonic()
         for _ in range(_BATCH):
             try:
-                frames = front.recv_multipart(_NOBLOCK, copy=False)
+                frames = _recv(front)
             except zmq.Again:
                 return
             if len(frames) < 2:
@@ -336,7 +356,7 @@ class Workers:
             kind, value = from_client(peer, envelope, frames[-1].buffer, now)
             if kind is FORWARD:
                 try:
-                    slots[value.index].sock.send_multipart(frames, _NOBLOCK, copy=False)  # type: ignore[union-attr]
+                    _send(slots[value.index].sock, frames)  # type: ignore[arg-type]
                 except zmq.Again:
                     self._lost_message(f"worker {value.index} takes no more (its queue is full)")
             elif kind is SEND:
@@ -352,7 +372,7 @@ class Workers:
         now = time.monotonic()
         for _ in range(_BATCH):
             try:
-                frames = sock.recv_multipart(_NOBLOCK, copy=False)
+                frames = _recv(sock)
             except zmq.Again:
                 return
             if len(frames) < 2:
@@ -363,7 +383,7 @@ class Workers:
 
     def _to_client(self, frames: List[Any]) -> None:
         try:
-            self._front.send_multipart(frames, _NOBLOCK, copy=False)
+            _send(self._front, frames)
         except zmq.Again:
             self._lost_message("a client takes no more (its queue is full)")
         except zmq.ZMQError as exc:

@@ -1,0 +1,220 @@
+"""Serving on every core: ``zrpc serve --workers`` against one process, and the router's hop.
+
+    python -m bench.scale [--runs 3] [--duration 3] [--only cpu,seq,conc,big]
+
+Setups (each a fresh process tree on 127.0.0.1; the client is a process of its own):
+
+* ``single``: ``zrpc serve`` of :class:`Service`, one process (what ``--workers 1`` is).
+* ``router+1``: :class:`zrpc.Workers` with one worker: the router's hop and nothing else.
+* ``workers=2``: ``zrpc serve --workers 2``.
+
+Workloads: ``cpu`` (64 concurrent callers of a method doing ~1 ms of pure
+Python, calls/s), ``seq`` (one caller of ``echo``), ``conc`` (64 callers of
+``echo``), ``big`` (echo of 1 MiB, MiB/s one way). Runs are interleaved
+across setups and every ratio is the median of run-by-run ratios, so a
+ratio compares measurements taken seconds apart on this noisy machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETUPS = ("single", "router+1", "workers=2")
+WORKLOADS = ("cpu", "seq", "conc", "big")
+CALLERS = 64
+BIG = 1 << 20
+TARGET = "bench.scale:Service"
+#: (workload, setup, over setup, what it shows, target or None): the ratios printed.
+RATIOS = (
+    ("cpu", "workers=2", "single", "--workers 2 ÷ one process (target >= 1.7)", 1.7),
+    ("cpu", "workers=2", "router+1", "--workers 2 ÷ router with one worker", None),
+    ("seq", "router+1", "single", "router hop: router+1 ÷ single", None),
+    ("conc", "router+1", "single", "router hop: router+1 ÷ single", None),
+    ("big", "router+1", "single", "router hop: router+1 ÷ single", None),
+)
+
+
+class Service:
+    """What the bench servers serve."""
+
+    def echo(self, x: Any) -> Any:
+        return x
+
+    def burn(self, n: int) -> int:
+        """``n`` rounds of pure Python arithmetic (the orchestrator calibrates n to ~1 ms)."""
+        x = 0
+        for i in range(int(n)):
+            x += i * i
+        return x & 1
+
+
+def calibrate(ms: float = 1.0) -> int:
+    """Rounds of :meth:`Service.burn` that take ``ms`` milliseconds here (best of a few tries)."""
+    rounds = 20_000
+    best = min(_timed_burn(rounds) for _ in range(5))
+    return max(1, int(rounds * ms / 1000 / best))
+
+
+def _timed_burn(rounds: int) -> float:
+    started = time.perf_counter()
+    Service().burn(rounds)
+    return time.perf_counter() - started
+
+
+# -- the server side ------------------------------------------------------------------
+def _router_one(endpoint: str) -> None:
+    """A Workers router with one worker (the Python API: the CLI's --workers 1 is one process)."""
+    import zrpc
+
+    workers = zrpc.Workers(TARGET, 1, heartbeat=5.0)
+    signal.signal(signal.SIGTERM, lambda *_: workers.stop(0))
+    workers.bind(endpoint)
+    try:
+        workers.run()
+    finally:
+        workers.close()
+
+
+def _start(setup: str, endpoint: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    if setup == "router+1":
+        command = [sys.executable, "-m", "bench.scale", "_router", endpoint]
+    else:
+        workers = ["--workers", "2"] if setup == "workers=2" else []
+        command = [sys.executable, "-m", "zrpc", "serve", *workers, "--bind", endpoint, TARGET]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the supervisor and its workers
+            proc.wait(timeout=10)
+
+
+# -- the client side -------------------------------------------------------------------
+def _client(workload: str, endpoint: str, duration: float, rounds: int, workers: int) -> Dict[str, Any]:
+    import gevent
+
+    import zrpc
+
+    client = zrpc.Client(endpoint, timeout=60)
+    deadline = time.monotonic() + 30
+    while True:  # the server may still be starting
+        try:
+            client.with_options(timeout=1).echo(1)
+            break
+        except zrpc.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise
+    if workers > 1:  # every worker up (each answers a status line), so no run measures a start-up
+        while not all(w["ready"] for w in client.call("_zrpc_status")["workers"]):
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers not ready after 30 s")
+            gevent.sleep(0.05)
+    for _ in range(200):
+        client.echo(1)
+    calls = 0
+    payload = b"\x01" * BIG
+    method, arg = {"cpu": ("burn", rounds), "big": ("echo", payload)}.get(workload, ("echo", 1))
+    callers = 1 if workload in ("seq", "big") else CALLERS
+    end = time.monotonic() + duration
+
+    def caller() -> None:
+        nonlocal calls
+        while time.monotonic() < end:
+            client.call(method, arg)
+            calls += 1
+
+    started = time.monotonic()
+    gevent.joinall([gevent.spawn(caller) for _ in range(callers)], raise_error=True)
+    elapsed = time.monotonic() - started
+    client.close()
+    rate = calls / elapsed
+    return {"value": rate * BIG / (1 << 20) if workload == "big" else rate, "calls": calls}
+
+
+def measure(setup: str, workload: str, duration: float, rounds: int) -> float:
+    """One run: a fresh server tree and a client process; calls/s (MiB/s for big)."""
+    from .aio import _free_endpoint
+
+    endpoint = _free_endpoint()
+    server = _start(setup, endpoint)
+    try:
+        out = subprocess.run([sys.executable, "-m", "bench.scale", "_client", workload, endpoint, str(duration),
+                              str(rounds), "2" if setup == "workers=2" else "1"],
+                             capture_output=True, text=True, timeout=duration + 120, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": ROOT})
+        if out.returncode != 0:
+            raise RuntimeError(f"{setup} {workload} failed:\n{out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])["value"]
+    finally:
+        _stop(server)
+
+
+def report(results: Dict[str, Dict[str, List[float]]], rounds: int) -> str:
+    """The table: medians per setup, then the ratios (median of run-by-run ratios)."""
+    lines = [f"{'workload':9} {'metric':8} " + " ".join(f"{s:>10}" for s in SETUPS)]
+    for workload, by_setup in results.items():
+        metric = "MiB/s" if workload == "big" else "calls/s"
+        lines.append(f"{workload:9} {metric:8} " + " ".join(
+            f"{statistics.median(by_setup[s]):>10,.1f}" if s in by_setup else f"{'-':>10}" for s in SETUPS))
+    lines.append("")
+    for workload, setup, over, what, target in RATIOS:
+        if workload not in results or setup not in results[workload] or over not in results[workload]:
+            continue
+        ratios = [a / b for a, b in zip(results[workload][setup], results[workload][over])]
+        ratio = statistics.median(ratios)
+        verdict = "" if target is None else ("  met" if ratio >= target else "  NOT MET")
+        lines.append(f"{workload:5} {what:45} {ratio:5.2f}x  (runs: {', '.join(f'{r:.2f}' for r in ratios)})"
+                     f"{verdict}")
+    lines.append(f"\ncpu: {CALLERS} callers of burn({rounds:,}), ~1 ms of pure Python per call; "
+                 f"{os.cpu_count()} cores. --workers 1 is the single process itself (ratio 1.00 by construction).")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] = None) -> None:  # type: ignore[assignment]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_router":
+        _router_one(argv[1])
+        return
+    if argv and argv[0] == "_client":
+        workload, endpoint, duration, rounds, workers = argv[1], argv[2], float(argv[3]), int(argv[4]), int(argv[5])
+        print(json.dumps(_client(workload, endpoint, duration, rounds, workers)), flush=True)
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--only", default=",".join(WORKLOADS))
+    args = parser.parse_args(argv)
+    only = [w for w in args.only.split(",") if w]
+    unknown = set(only) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; choose among {', '.join(WORKLOADS)}")
+    rounds = calibrate()
+    results: Dict[str, Dict[str, List[float]]] = {}
+    for workload in only:
+        setups = SETUPS if workload == "cpu" else SETUPS[:2]
+        for run in range(args.runs):
+            order = setups if run % 2 == 0 else setups[::-1]  # nobody always goes first
+            for setup in order:
+                value = measure(setup, workload, args.duration, rounds)
+                results.setdefault(workload, {}).setdefault(setup, []).append(value)
+                print(f"  {workload} run {run + 1} {setup}: {value:,.1f}", file=sys.stderr, flush=True)
+    print(report(results, rounds))
+
+
+if __name__ == "__main__":
+    main()
