@@ -9,6 +9,9 @@ for options). Modules:
 * ``baseline``  the no-framework zmq.green DEALER/ROUTER client and server
 * ``report``    medians, run-by-run ratios, the table and the targets (pure functions)
 * ``procs``     /proc readers, fd limits and child-process cleanup
+* ``aio``       the asyncio rows (``python -m bench.aio``)
+* ``scale``     ``zrpc serve --workers``: CPU-bound calls on 2 workers vs one process, the router's hop
+  (``python -m bench.scale``)
 
 The orchestrator never imports gevent; only the children run event loops.
 """

@@ -310,7 +310,7 @@ def test_a_target_that_does_not_import_fails_fast():
 
 
 def test_workers_option_is_checked():
-    for bad, message in (("0", "at least 1 worker"), ("two", "is not a number of workers")):
+    for bad, message in (("0", "must be at least 1"), ("two", "is not a whole number")):
         run = gevent.subprocess.run([sys.executable, "-m", "zrpc", "serve", "--workers", bad, "--bind",
                                      "tcp://127.0.0.1:1", "time"], capture_output=True, text=True, timeout=30)
         assert run.returncode == 2 and message in run.stderr, run.stderr

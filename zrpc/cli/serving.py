@@ -12,7 +12,7 @@ import inspect
 import os
 import signal
 import sys
-from typing import Any, List
+from typing import Any, Callable, List
 
 from .connection import SERVER, add_connection_options, link, links, new_server
 from .parsing import UsageError, add_general_options, count, new_parser, seconds, version
@@ -20,7 +20,7 @@ from .status import EXIT_OK, EXIT_STATUS_HELP
 from .supervising import run_workers, worker_count_of, workers_option
 from .tracing import setup_logging
 
-__all__ = ["build_parser", "run"]
+__all__ = ["build_parser", "run", "grace_rules"]
 
 DESCRIPTION = """\
 Serve the public callables of a Python module, or of an object in it, over zrpc
@@ -152,24 +152,31 @@ def _import_failure(what: str, exc: BaseException, show_traceback: bool, verb: s
     return message
 
 
-def _run_server(server: Any, args: argparse.Namespace) -> int:
-    import gevent
-
-    for endpoint in server.endpoints:
-        print(f"serving {args.target} on {endpoint}", file=sys.stderr, flush=True)
+def grace_rules(stop: Callable[[float], None], grace: float, what: str = "") -> Callable[[int], None]:
+    """The shutdown rules as a signal callback: the first signal stops with ``grace`` seconds
+    for the calls in flight (``stop(grace)``), any later one cancels them (``stop(0)``)."""
     signals: List[int] = []
 
     def on_signal(signum: int) -> None:
         signals.append(signum)
         name = signal.Signals(signum).name
         if len(signals) == 1:
-            print(f"zrpc: {name}: stopping; calls in flight have {args.grace:g}s to finish",
+            print(f"zrpc: {name}: stopping{what}; calls in flight have {grace:g}s to finish",
                   file=sys.stderr, flush=True)
-            server.stop(args.grace)
+            stop(grace)
         else:
             print(f"zrpc: {name} again: cancelling the calls in flight", file=sys.stderr, flush=True)
-            server.stop(0)
+            stop(0)
 
+    return on_signal
+
+
+def _run_server(server: Any, args: argparse.Namespace) -> int:
+    import gevent
+
+    for endpoint in server.endpoints:
+        print(f"serving {args.target} on {endpoint}", file=sys.stderr, flush=True)
+    on_signal = grace_rules(server.stop, args.grace)
     handlers = [gevent.signal_handler(sig, on_signal, sig) for sig in (signal.SIGINT, signal.SIGTERM)]
     try:
         server.run()  # the caller's close() flushes the last replies before the process exits

@@ -13,22 +13,15 @@ import sys
 from typing import Any, List
 
 from .connection import link, links
+from .parsing import count
 from .status import EXIT_OK, EXIT_USAGE, fail
 
 __all__ = ["workers_option", "worker_count_of", "run_workers"]
 
 
 def workers_option(text: str) -> Any:
-    """argparse type of ``--workers``: a whole number of at least 1, or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (N or auto)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 worker (or auto)")
-    return value
+    """argparse type of ``--workers``: ``auto``, or a whole number of at least 1."""
+    return text if text == "auto" else count(text)
 
 
 def worker_count_of(args: argparse.Namespace) -> int:
@@ -51,20 +44,11 @@ def run_workers(args: argparse.Namespace, count: int) -> int:
     workers = Workers(args.target, count, name=args.name, heartbeat=args.heartbeat or None,
                       pool_size=args.pool_size, grace=args.grace, serve_options=_serve_options(args),
                       **security.server_kwargs(args))
-    signals: List[int] = []
+    from .serving import grace_rules  # (serving imports this module)
 
-    def on_signal(signum: int, frame: Any) -> None:
-        signals.append(signum)
-        name = signal.Signals(signum).name
-        if len(signals) == 1:
-            print(f"zrpc: {name}: stopping {count} workers; calls in flight have {args.grace:g}s to finish",
-                  file=sys.stderr, flush=True)
-            workers.stop(args.grace)
-        else:
-            print(f"zrpc: {name} again: cancelling the calls in flight", file=sys.stderr, flush=True)
-            workers.stop(0)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    on_signal = grace_rules(workers.stop, args.grace, f" {count} workers")
+    previous = {sig: signal.signal(sig, lambda signum, frame: on_signal(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         link(workers, links(args.connect, args.bind))
         for endpoint in workers.endpoints:
