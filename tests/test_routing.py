@@ -81,7 +81,7 @@ def test_new_calls_go_to_the_fewest_in_flight_preferring_connected_workers():
     w1.ready = True
     assert [router.from_client(b"a", ENVELOPE, request(b"n%d" % i), 0.0)[1] for i in range(2)] == [w1, w1]
     router.from_worker(w0, b"a", event(b"0", protocol.OK, [1]), 0.0)
-    assert router.from_client(b"a", ENVELOPE, request(b"after"), 0.0)[1] is w0  # 1 in flight, served 1
+    assert router.from_client(b"a", ENVELOPE, request(b"after"), 0.0)[1] is w0  # 1 in flight, the others 2
     assert router.channels == 6
 
 

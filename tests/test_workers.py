@@ -209,8 +209,7 @@ def test_kill_9_a_worker_mid_load(workers_server):
     assert by_worker(status, "restarts") == [1, 0]
     assert status["workers"][0]["pid"] not in (victim, survivor)
     assert status["in_flight"] == 0
-    # Idle workers take turns by calls served: the new one, having served none, takes the next ones.
-    assert [server.client.pid() for _ in range(4)] == [status["workers"][0]["pid"]] * 4
+    assert set(server.client.pid() for _ in range(4)) == {status["workers"][0]["pid"], survivor}
 
 
 def test_a_stream_continues_while_another_worker_is_killed_and_restarted(workers_server):
@@ -344,3 +343,52 @@ def _answers(client: Any) -> bool:
         return client.with_options(timeout=2).add(1, 2) == 3
     except zrpc.TimeoutExpired:
         return False
+
+
+# -- the Python API, and clients that vanish ------------------------------------------------------
+def test_workers_from_python_and_a_stop_shorter_than_grace():
+    endpoint = free_tcp_endpoint()
+    proc = gevent.subprocess.Popen([sys.executable, os.path.join(PEERS, "workers_api.py"), endpoint, str(HB),
+                                    "60", "0.5"], cwd=PEERS, env={**os.environ, "PYTHONPATH": ROOT},
+                                   stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.PIPE, text=True)
+    client = zrpc.Client(endpoint, heartbeat=HB, timeout=10)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        assert wait_until(lambda: _answers(client) and all(w["ready"] for w in client.call("_zrpc_status")["workers"]),
+                          30, step=0.1)
+        assert len({client.pid() for _ in range(4)}) == 2
+        long_call = client.call_async("slow", 30)
+        assert wait_until(lambda: client.call("_zrpc_status")["in_flight"] == 1, 5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # stop(0.5): much shorter than the workers' grace of 60 s
+        with pytest.raises(zrpc.RemoteError) as stopped:
+            long_call.get(timeout=15)
+        assert stopped.value.name == "ServerStopped"
+        assert time.monotonic() - started < 5
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert out.strip() == "STOPPED"
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def test_a_caller_that_vanishes_leaks_nothing_in_the_router(shared):
+    caller = gevent.subprocess.Popen([sys.executable, os.path.join(PEERS, "zrpc_caller.py"), shared.endpoint,
+                                      str(HB), "slow", "60"], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                                     stdout=gevent.subprocess.PIPE, text=True)
+    try:
+        assert caller.stdout.readline().strip() == "READY"
+        assert wait_until(lambda: shared.status()["in_flight"] == 1, 10)
+        caller.kill()
+        caller.communicate(timeout=10)
+        killed_at = time.monotonic()
+        # Its worker cancels the call after two silent heartbeats; the router forgets it after three.
+        assert wait_until(lambda: shared.status()["in_flight"] == 0, 3 * HB + 3)
+        assert time.monotonic() - killed_at > 2 * HB
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.communicate(timeout=10)

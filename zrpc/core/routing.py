@@ -8,8 +8,8 @@ of each event (:class:`zrpc.core.protocol.HeaderReader`), never its args.
 
 * A call's first event (no ``response_to``) opens a channel keyed by
   ``(client envelope, message_id)``: it goes to the worker with the fewest
-  calls in flight (ties: the one that served fewer), preferring workers that
-  are connected. Every later event of the client on that channel
+  calls in flight (ties: the one picked least recently, so idle workers take
+  turns), preferring workers that are connected. Every later event of the client on that channel
   (heartbeats, ``_zpc_more`` credit, ``_zrpc_cancel``) follows it to the
   same worker; an event for a channel the router does not know is dropped.
 * Events from a worker go back to the client by their envelope, whatever
@@ -60,7 +60,7 @@ _DROP = (DROP, None)
 class WorkerLoad:
     """One worker slot as the router counts it; the slot outlives the processes that fill it."""
 
-    __slots__ = ("index", "in_flight", "served", "ready", "__weakref__")
+    __slots__ = ("index", "in_flight", "served", "ready", "picked", "__weakref__")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -70,6 +70,8 @@ class WorkerLoad:
         self.served = 0
         #: Connected: its process is up and listening.
         self.ready = False
+        #: When it was last given a call (the router's count of calls then): ties go to the oldest.
+        self.picked = 0
 
 
 class _Route:
@@ -97,6 +99,7 @@ class ChannelRouter:
         self.stopping = False
         self._routes: Dict[Tuple[Hashable, Any], _Route] = {}
         self._reader = HeaderReader()
+        self._picks = 0
         self._ids = protocol.message_ids()
 
     @property
@@ -166,10 +169,12 @@ class ChannelRouter:
     def _least_loaded(self) -> WorkerLoad:
         best: Optional[WorkerLoad] = None
         for worker in self.workers:
-            if best is None or (worker.ready, -worker.in_flight, -worker.served) > (
-                    best.ready, -best.in_flight, -best.served):
+            if best is None or (worker.ready, -worker.in_flight, -worker.picked) > (
+                    best.ready, -best.in_flight, -best.picked):
                 best = worker
         assert best is not None
+        self._picks += 1
+        best.picked = self._picks
         return best
 
     def worker_lost(self, worker: WorkerLoad, why: str) -> List[List[Any]]:
