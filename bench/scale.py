@@ -105,10 +105,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 # -- the client side -------------------------------------------------------------------
-def _client(workload: str, endpoint: str, duration: float, rounds: int, workers: int) -> Dict[str, Any]:
+def _client(workload: str, endpoint: str, duration: float, rounds: int, workers: int,
+            server_pid: int) -> Dict[str, Any]:
     import gevent
 
     import zrpc
+
+    from .procs import cpu_seconds
 
     client = zrpc.Client(endpoint, timeout=60)
     deadline = time.monotonic() + 30
@@ -138,39 +141,45 @@ def _client(workload: str, endpoint: str, duration: float, rounds: int, workers:
             client.call(method, arg)
             calls += 1
 
+    cpu = cpu_seconds(server_pid)
     started = time.monotonic()
     gevent.joinall([gevent.spawn(caller) for _ in range(callers)], raise_error=True)
     elapsed = time.monotonic() - started
+    cpu = cpu_seconds(server_pid) - cpu
     client.close()
     rate = calls / elapsed
-    return {"value": rate * BIG / (1 << 20) if workload == "big" else rate, "calls": calls}
+    # The CPU of the process the client talks to: the server, or the router (not its workers).
+    return {"value": rate * BIG / (1 << 20) if workload == "big" else rate, "calls": calls,
+            "front_cpu_us": cpu / calls * 1e6}
 
 
-def measure(setup: str, workload: str, duration: float, rounds: int) -> float:
-    """One run: a fresh server tree and a client process; calls/s (MiB/s for big)."""
+def measure(setup: str, workload: str, duration: float, rounds: int) -> Dict[str, Any]:
+    """One run: a fresh server tree and a client process: {"value": calls/s (MiB/s for big),
+    "front_cpu_us": CPU per call of the process the client talks to}."""
     from .aio import _free_endpoint
 
     endpoint = _free_endpoint()
     server = _start(setup, endpoint)
     try:
         out = subprocess.run([sys.executable, "-m", "bench.scale", "_client", workload, endpoint, str(duration),
-                              str(rounds), "2" if setup == "workers=2" else "1"],
+                              str(rounds), "2" if setup == "workers=2" else "1", str(server.pid)],
                              capture_output=True, text=True, timeout=duration + 120, cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": ROOT})
         if out.returncode != 0:
             raise RuntimeError(f"{setup} {workload} failed:\n{out.stderr[-2000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])["value"]
+        return json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         _stop(server)
 
 
-def report(results: Dict[str, Dict[str, List[float]]], rounds: int) -> str:
+def report(results: Dict[str, Dict[str, List[float]]], cpu: Dict[str, Dict[str, List[float]]], rounds: int) -> str:
     """The table: medians per setup, then the ratios (median of run-by-run ratios)."""
-    lines = [f"{'workload':9} {'metric':8} " + " ".join(f"{s:>10}" for s in SETUPS)]
+    lines = [f"{'workload':9} {'metric':22} " + " ".join(f"{s:>10}" for s in SETUPS)]
     for workload, by_setup in results.items():
-        metric = "MiB/s" if workload == "big" else "calls/s"
-        lines.append(f"{workload:9} {metric:8} " + " ".join(
-            f"{statistics.median(by_setup[s]):>10,.1f}" if s in by_setup else f"{'-':>10}" for s in SETUPS))
+        for metric, table in (("MiB/s" if workload == "big" else "calls/s", by_setup),
+                              ("front process CPU µs/call", cpu[workload])):
+            lines.append(f"{workload:9} {metric:22} " + " ".join(
+                f"{statistics.median(table[s]):>10,.1f}" if s in table else f"{'-':>10}" for s in SETUPS))
     lines.append("")
     for workload, setup, over, what, target in RATIOS:
         if workload not in results or setup not in results[workload] or over not in results[workload]:
@@ -180,7 +189,9 @@ def report(results: Dict[str, Dict[str, List[float]]], rounds: int) -> str:
         verdict = "" if target is None else ("  met" if ratio >= target else "  NOT MET")
         lines.append(f"{workload:5} {what:45} {ratio:5.2f}x  (runs: {', '.join(f'{r:.2f}' for r in ratios)})"
                      f"{verdict}")
-    lines.append(f"\ncpu: {CALLERS} callers of burn({rounds:,}), ~1 ms of pure Python per call; "
+    lines.append("\nfront process: the one the client talks to (the server; for router+1 and workers=2 the"
+                 " router alone, not its workers).")
+    lines.append(f"cpu: {CALLERS} callers of burn({rounds:,}), ~1 ms of pure Python per call; "
                  f"{os.cpu_count()} cores. --workers 1 is the single process itself (ratio 1.00 by construction).")
     return "\n".join(lines)
 
@@ -191,8 +202,9 @@ def main(argv: Sequence[str] = None) -> None:  # type: ignore[assignment]
         _router_one(argv[1])
         return
     if argv and argv[0] == "_client":
-        workload, endpoint, duration, rounds, workers = argv[1], argv[2], float(argv[3]), int(argv[4]), int(argv[5])
-        print(json.dumps(_client(workload, endpoint, duration, rounds, workers)), flush=True)
+        workload, endpoint, duration = argv[1], argv[2], float(argv[3])
+        rounds, workers, server_pid = int(argv[4]), int(argv[5]), int(argv[6])
+        print(json.dumps(_client(workload, endpoint, duration, rounds, workers, server_pid)), flush=True)
         return
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -205,15 +217,18 @@ def main(argv: Sequence[str] = None) -> None:  # type: ignore[assignment]
         parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; choose among {', '.join(WORKLOADS)}")
     rounds = calibrate()
     results: Dict[str, Dict[str, List[float]]] = {}
+    cpu: Dict[str, Dict[str, List[float]]] = {}
     for workload in only:
         setups = SETUPS if workload == "cpu" else SETUPS[:2]
         for run in range(args.runs):
             order = setups if run % 2 == 0 else setups[::-1]  # nobody always goes first
             for setup in order:
-                value = measure(setup, workload, args.duration, rounds)
-                results.setdefault(workload, {}).setdefault(setup, []).append(value)
-                print(f"  {workload} run {run + 1} {setup}: {value:,.1f}", file=sys.stderr, flush=True)
-    print(report(results, rounds))
+                result = measure(setup, workload, args.duration, rounds)
+                results.setdefault(workload, {}).setdefault(setup, []).append(result["value"])
+                cpu.setdefault(workload, {}).setdefault(setup, []).append(result["front_cpu_us"])
+                print(f"  {workload} run {run + 1} {setup}: {result['value']:,.1f}"
+                      f" (front CPU {result['front_cpu_us']:.1f} µs/call)", file=sys.stderr, flush=True)
+    print(report(results, cpu, rounds))
 
 
 if __name__ == "__main__":
