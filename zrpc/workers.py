@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -52,6 +52,7 @@ log = logging.getLogger("zrpc.workers")
 # Plain ints and one recv/send per frame: pyzmq's multipart helpers spend more on enum flags than on sending.
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 #: Children, stop deadlines and silent channels are looked at this often (s).
 _TICK = 0.1
 #: Messages read from one socket per wake-up before the others get a turn.
@@ -112,6 +113,23 @@ def _recv(sock: zmq.Socket) -> List[zmq.Frame]:
         frame = sock.recv(_NOBLOCK, copy=False)
         frames.append(frame)
     return frames
+
+
+def _messages(sock: zmq.Socket) -> Iterator[List[zmq.Frame]]:
+    """The messages queued on ``sock`` now, at most _BATCH, for a socket the poller says is readable.
+
+    Asks ZMQ_EVENTS whether there is more rather than reading until zmq.Again: a
+    raised Again costs ~9 us in pyzmq, three times the question.
+    """
+    for _ in range(_BATCH):
+        try:
+            frames = _recv(sock)
+        except zmq.Again:  # only when called without the poller's word (a last drain)
+            return
+        if len(frames) >= 2:  # else: no envelope to answer on; a lone server would drop it too
+            yield frames
+        if not sock.getsockopt(_EVENTS) & _POLLIN:
+            return
 
 
 def _send(sock: zmq.Socket, frames: List[Any]) -> None:
@@ -344,13 +362,7 @@ class Workers:
         front, router, slots = self._front, self._router, self._slots
         from_client = router.from_client
         now = time.monotonic()
-        for _ in range(_BATCH):
-            try:
-                frames = _recv(front)
-            except zmq.Again:
-                return
-            if len(frames) < 2:
-                continue  # no envelope to answer on; a worker would drop it too
+        for frames in _messages(front):
             envelope = frames[:-1]
             peer = frames[0].bytes if len(frames) == 3 else tuple(f.bytes for f in envelope)
             kind, value = from_client(peer, envelope, frames[-1].buffer, now)
@@ -370,13 +382,7 @@ class Workers:
             return
         from_worker = self._router.from_worker
         now = time.monotonic()
-        for _ in range(_BATCH):
-            try:
-                frames = _recv(sock)
-            except zmq.Again:
-                return
-            if len(frames) < 2:
-                continue
+        for frames in _messages(sock):
             peer = frames[0].bytes if len(frames) == 3 else tuple(f.bytes for f in frames[:-1])
             from_worker(load, peer, frames[-1].buffer, now)
             self._to_client(frames)
