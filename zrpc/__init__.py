@@ -27,7 +27,9 @@ from .core.errors import (
     LostRemote,
     RemoteError,
     ServerBusy,
+    ServerStopping,
     TimeoutExpired,
+    TooManyServers,
     ZrpcError,
 )
 from .core.methods import stream
@@ -49,6 +51,8 @@ __all__ = [
     "ZrpcError",
     "RemoteError",
     "ServerBusy",
+    "ServerStopping",
+    "TooManyServers",
     "TimeoutExpired",
     "LostRemote",
     "KeywordArgumentsUnsupported",

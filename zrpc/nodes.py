@@ -7,12 +7,16 @@ which makes one of its transports (a :class:`zrpc.sockets.SocketCore`).
 """
 from __future__ import annotations
 
+import logging
+import socket
+import time
 from typing import Any, Callable, List, Mapping, Optional
 
 import zmq
 
+from .core.balancing import Backend, ResolvedName, addresses_of, split_tcp_endpoint, tcp_endpoint
 from .core.client_session import ClientCall, ClientSession
-from .core.errors import AuthenticationFailed
+from .core.errors import AuthenticationFailed, ClosedError, ServerStopping, TooManyServers, ZrpcError
 from .core.server_session import Cancellation, ServerCall, ServerSession
 from .core.session import Session
 from .sockets import SocketCore
@@ -21,6 +25,11 @@ __all__ = ["NodeBase", "ClientBase", "ServerBase", "UNSET"]
 
 #: "Not given" for call options, so that None can mean "wait forever".
 UNSET: Any = object()
+
+#: ``resolver(host, port, family, type)``: ``socket.getaddrinfo``'s contract (records whose [4][0] is an address).
+Resolver = Callable[[str, int, int, int], Any]
+
+log = logging.getLogger("zrpc.client")
 
 
 class NodeBase:
@@ -161,13 +170,18 @@ class ServerBase(NodeBase):
 
 
 class ClientBase(NodeBase):
-    """The loop-free part of a Client: a socket per endpoint, round robin, call options."""
+    """The loop-free part of a Client: a socket per server, the choice between them, DNS names, call options."""
 
     _session: ClientSession
     _timeout: Optional[float]
     _guard: Any  # a zrpc.security.ClientGuard
     #: The driver's view class for ``with_options``: ``_options_class(client, timeout)``.
     _options_class: Callable[..., Any]
+    #: Resolves ``tcp://NAME:PORT`` endpoints (None: hand names to zmq as they are).
+    _resolver: Optional[Resolver] = socket.getaddrinfo
+    #: Seconds between re-resolutions of each name (None: resolve once, at connect).
+    _dns_refresh: Optional[float] = 30.0
+    CLOSE_LINGER: float
 
     @property
     def timeout(self) -> Optional[float]:
@@ -194,10 +208,39 @@ class ClientBase(NodeBase):
             if transport.socket is sock:
                 transport.wake_senders()
 
-    def _refusal(self) -> Optional[AuthenticationFailed]:
-        """The error to raise if every server refused this client's handshake (waiting cannot help)."""
-        failures = [self._guard.failure(transport.socket) for transport in self._transports]
-        return failures[0] if failures and all(failures) else None
+    def _refusal(self) -> Optional[ZrpcError]:
+        """The error to raise if no server can ever take a call now (waiting cannot help).
+
+        Every server refused this client's handshake, or several servers
+        share each endpoint this client bound.
+        """
+        failures = [self._guard.failure(transport.socket) or self._crowding(transport)
+                    for transport in self._transports]
+        if failures and all(failures):
+            first = failures[0]
+            return type(first)(str(first))
+        return None
+
+    @staticmethod
+    def _crowding(transport: Any) -> Optional[TooManyServers]:
+        """The error of calls on a bound socket that several servers connected to, if so."""
+        if transport.bound_peer_limit and transport.connections > 1:
+            return TooManyServers(
+                f"{transport.connections} servers are connected to {', '.join(transport.endpoints)}, "
+                "which this client bound: it cannot tell them apart (each would get the heartbeats, "
+                "stream credit and cancels of the others' calls). Bind one endpoint per server, or "
+                "connect the client to the servers")
+        return None
+
+    def _on_crowded(self, transport: Any) -> None:
+        """A second server connected to a socket this client bound: fail its calls clearly, now."""
+        exc = self._crowding(transport)
+        if exc is None:
+            return
+        log.error("%s; calls on it fail with TooManyServers until one server is left", exc)
+        for call in self._session.open_calls():
+            if call.transport is transport:
+                self._fail(call, exc)
 
     def _fail(self, call: ClientCall, exc: BaseException) -> None:
         raise NotImplementedError
@@ -219,25 +262,98 @@ class ClientBase(NodeBase):
             if call.transport is transport:
                 self._fail(call, session.disconnected(call, transport.endpoints))
 
-    def connect(self, endpoint: str) -> str:
-        """Connect to one more server; new calls are spread over every server that is up.
+    def _add_server(self, endpoint: str, bind: bool = False) -> Backend:
+        """A socket of its own for one more server, in the rotation at once."""
+        transport = self._client_transport()
+        if bind:
+            transport.bound_peer_limit = True
+            transport.on_crowded = lambda: self._on_crowded(transport)
+            endpoint = transport.bind(endpoint)
+        else:
+            if endpoint.startswith("tcp://["):
+                transport.socket.setsockopt(zmq.IPV6, 1)
+            transport.connect(endpoint)
+        return self._session.balancer.add(transport, endpoint)
 
-        Each endpoint gets its own socket, so a call's later events reach the
-        server that took it (one shared DEALER would scatter them).
+    def connect(self, endpoint: str) -> str:
+        """Connect to one more server; each new call goes to the server with the fewest calls in flight.
+
+        Each server gets its own socket, so a call's later events reach the
+        server that took it (one shared DEALER would scatter them). A
+        ``tcp://NAME:PORT`` endpoint is resolved now and every address
+        (A and AAAA) becomes a server; the name is resolved again every
+        ``dns_refresh`` seconds, in the background.
         """
-        connected = self._client_transport().connect(endpoint)
-        self._session.endpoints.append(connected)
-        return connected
+        named = split_tcp_endpoint(endpoint) if self._resolver is not None else None
+        if named is None:
+            self._add_server(endpoint)
+        else:
+            name = ResolvedName(endpoint, named[0], named[1], self._dns_refresh, time.monotonic())
+            self._session.names.append(name)
+            self._resolved(name, self._resolve(name))
+            if not name.backends:  # not resolvable yet: let zmq keep trying the name meanwhile
+                name.backends[name.host] = self._add_server(endpoint)
+        self._session.endpoints.append(endpoint)
+        return endpoint
 
     def bind(self, endpoint: str) -> str:
-        """Listen for a server that connects (reverse direction); returns the bound endpoint.
+        """Listen for one server that connects (reverse direction); returns the bound endpoint.
 
-        Use one server per bound endpoint: several servers behind one bound
-        socket would share its round robin, as with zerorpc.
+        One server per bound endpoint: while a second one is connected too,
+        the calls on it fail with TooManyServers (a bound socket cannot tell
+        servers apart). Bind several endpoints for several servers.
         """
-        bound = self._client_transport().bind(endpoint)
+        bound = self._add_server(endpoint, bind=True).endpoint
         self._session.endpoints.append(bound)
         return bound
+
+    # -- DNS names ----------------------------------------------------------------
+    def _resolve(self, name: ResolvedName) -> List[str]:
+        """The addresses ``name`` resolves to now ([] if it does not). Touches no state: runs in a thread."""
+        resolver = self._resolver
+        assert resolver is not None
+        try:
+            return addresses_of(resolver(name.host, name.port, 0, socket.SOCK_STREAM))
+        except Exception as exc:  # socket.gaierror, or whatever a custom resolver raises
+            log.warning("cannot resolve %s (%s): its servers stay as they are", name.endpoint, exc)
+            return []
+
+    def _resolved(self, name: ResolvedName, addresses: List[str]) -> None:
+        """``name`` now resolves to ``addresses``: add a server per new one, drain the ones gone."""
+        if self._closed:
+            return
+        added, removed = name.changes(addresses)
+        balancer = self._session.balancer
+        for backend in removed:
+            log.info("%s no longer resolves to %s: it takes no new call, and closes once its calls are over",
+                     name.endpoint, backend.endpoint)
+            balancer.remove(backend)
+        for address in added:
+            name.backends[address] = backend = self._add_server(tcp_endpoint(address, name.port))
+            log.info("%s resolves to %s: a server in the rotation", name.endpoint, backend.endpoint)
+
+    def _refresh(self, name: ResolvedName) -> None:
+        """Resolve ``name`` again without blocking the loop, then call :meth:`_resolved`."""
+        raise NotImplementedError
+
+    # -- every tick: heartbeats, probes, removed servers, names ---------------------
+    def _beat(self, now: float) -> None:
+        super()._beat(now)
+        session = self._session
+        probes, drained, names = session.maintain(now)
+        for call, payload in probes:
+            transport = call.transport
+            try:
+                went = bool(transport.connections) and transport.try_send([b"", payload])
+            except ClosedError:
+                went = False
+            if went:
+                session.probe_sent(call, now)
+        for backend in drained:
+            self._transports.remove(backend.transport)
+            backend.transport.close(self.CLOSE_LINGER)
+        for name in names:
+            self._refresh(name)
 
     def with_options(self, *, timeout: Any = UNSET) -> Any:
         """A view of this client (same connection) whose calls use these options.
@@ -248,19 +364,27 @@ class ClientBase(NodeBase):
         """
         return self._options_class(self, self._timeout if timeout is UNSET else timeout)
 
-    def _send_request(self, call: ClientCall, frames: List[Any], now: float) -> bool:
-        """Hand a request to the first socket, in the session's order, that is up and can take it now."""
-        transports = self._transports
-        count = len(transports)
-        if count == 1:  # the usual case, without building an order
-            transport = transports[0]
-            if transport.connections and transport.try_send(frames):
-                self._session.sent(call, transport, 0, 1, now)
-                return True
-            return False
-        for index in self._session.send_order(count):
-            transport = transports[index]
-            if transport.connections and transport.try_send(frames):
-                self._session.sent(call, transport, index, count, now)
+    def _send_request(self, call: ClientCall, frames: List[Any], now: float,
+                      order: Optional[List[Backend]] = None) -> bool:
+        """Hand a request to the first server, in the session's order, that is up and can take it now."""
+        session = self._session
+        for backend in session.send_order() if order is None else order:
+            transport = backend.transport
+            connections = transport.connections
+            if (connections and (connections == 1 or not transport.bound_peer_limit)
+                    and transport.try_send(frames)):
+                session.sent(call, backend, now)
                 return True
         return False
+
+    def _resend(self, call: ClientCall, error: ServerStopping) -> None:
+        """A server refused ``call`` before it ran (it is stopping): send it to another at once, or fail it."""
+        payload, call.payload = call.payload, None
+        try:
+            went = self._send_request(call, [b"", payload], time.monotonic(), self._session.resend_order(call))
+        except ClosedError:
+            went = False
+        if went:
+            call.payload = payload
+        else:
+            self._fail(call, error)

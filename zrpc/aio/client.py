@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from functools import partial
@@ -19,10 +20,11 @@ from typing import Any, Deque, Dict, Generator, List, Mapping, Optional, Sequenc
 import zmq
 
 from ..core.calling import CallQueue, Caller, OptionsView
-from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
-from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
+from ..core.balancing import ResolvedName
+from ..core.client_session import END, ERROR, ITEM, RESULT, RETRY, ClientCall, ClientSession
+from ..core.errors import ClosedError, TimeoutExpired
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import ClientBase
+from ..nodes import ClientBase, Resolver
 from ..security import ClientGuard
 from .node import Node
 from .transport import Transport
@@ -210,7 +212,8 @@ class Client(_Caller, ClientBase, Node):
 
     Takes the options of :class:`zrpc.Client` (``timeout``, ``heartbeat``,
     ``stream_window``, ``max_message_size``, ``context``, ``socket_options``,
-    ``trace``) with the same meaning; CURVE is not supported yet on asyncio
+    ``trace``, ``dns_refresh``, ``resolver``) with the same meaning, and
+    balances over several servers the same way; CURVE is not supported yet on asyncio
     (TypeError). Make it inside a coroutine: it belongs to the running loop,
     and any number of tasks of that loop may share it. ``async with`` closes it.
     """
@@ -231,6 +234,8 @@ class Client(_Caller, ClientBase, Node):
         trace: Optional[Tracer] = None,
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
+        dns_refresh: Optional[float] = 30.0,
+        resolver: Optional[Resolver] = socket.getaddrinfo,
     ) -> None:
         session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
                                 max_message_size=max_message_size, trace=trace)
@@ -240,6 +245,8 @@ class Client(_Caller, ClientBase, Node):
         self._session: ClientSession = session
         self._client = self
         self._timeout = timeout
+        self._dns_refresh = dns_refresh
+        self._resolver = resolver
         if isinstance(endpoint, str):
             endpoint = [endpoint]
         for ep in endpoint or ():
@@ -289,7 +296,7 @@ class Client(_Caller, ClientBase, Node):
         while not future.done():
             refused = self._refusal()
             if refused is not None:  # every server refused us: waiting cannot help
-                future.set_exception(AuthenticationFailed(str(refused)))
+                future.set_exception(refused)
                 return
             # A socket with no live connection would queue the request for a
             # server that may never come: wait for one that is up and has room.
@@ -319,9 +326,18 @@ class Client(_Caller, ClientBase, Node):
                 future.set_result(value)
         elif kind is END:
             self._stream_of(call).push(_END)
+        elif kind is RETRY:
+            self._resend(call, value)
         else:
             self._stop_timer(call)
             self._fail_result(call, value)
+
+    def _refresh(self, name: ResolvedName) -> None:
+        self._loop.create_task(self._refresh_in_thread(name))
+
+    async def _refresh_in_thread(self, name: ResolvedName) -> None:
+        # A resolver blocks (socket.getaddrinfo does): in the executor, so the loop runs on.
+        self._resolved(name, await self._loop.run_in_executor(None, self._resolve, name))
 
     def _stream_of(self, call: ClientCall) -> _StreamState:
         state = call.stream

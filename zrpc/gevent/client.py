@@ -9,6 +9,7 @@ bounded buffer that grants credit as the reader consumes.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
@@ -18,10 +19,11 @@ import zmq
 from gevent.event import AsyncResult, Event
 
 from ..core.calling import CallQueue, Caller, OptionsView
-from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
-from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
+from ..core.balancing import ResolvedName
+from ..core.client_session import END, ERROR, ITEM, RESULT, RETRY, ClientCall, ClientSession
+from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired, TooManyServers
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import ClientBase
+from ..nodes import ClientBase, Resolver
 from .node import Node
 from ..security import ClientGuard
 from .transport import Transport
@@ -153,9 +155,16 @@ class _Options(OptionsView, _Caller):
 class Client(_Caller, ClientBase, Node):
     """Call a zrpc or zerorpc server: ``client.add(1, 2)``, ``client.call("add", 1, 2)``.
 
-    ``endpoint`` is one endpoint or a list: each new call goes to the next
-    server that is up, and every later event of that call (heartbeats,
-    stream credit, cancel) follows it to the same server.
+    ``endpoint`` is one endpoint or a list: each new call goes to the
+    server that is up with the fewest calls in flight, and every later
+    event of that call (heartbeats, stream credit, cancel) follows it to
+    the same server. A server that stops answering is taken out of the
+    rotation and probed back in; a call refused with ServerStopping is
+    sent to another server at once. A ``tcp://NAME:PORT`` endpoint makes
+    every address NAME resolves to a server, resolved again every
+    ``dns_refresh`` seconds (None: only at connect) with ``resolver``
+    (``socket.getaddrinfo``'s signature and records; None hands names to
+    zmq unresolved).
     ``timeout`` (seconds) bounds every call, sending included.
     ``heartbeat`` (seconds, None to disable) should match the server's.
     Keyword arguments go to the remote method; call options never collide
@@ -186,6 +195,8 @@ class Client(_Caller, ClientBase, Node):
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
         passive_heartbeat: bool = False,
+        dns_refresh: Optional[float] = 30.0,
+        resolver: Optional[Resolver] = socket.getaddrinfo,
     ) -> None:
         if passive_heartbeat:
             # zerorpc code passes it; zrpc's heartbeats already work against passive peers.
@@ -198,6 +209,8 @@ class Client(_Caller, ClientBase, Node):
         self._socket_setups.append(self._guard.setup)
         self._client = self
         self._timeout = timeout
+        self._dns_refresh = dns_refresh
+        self._resolver = resolver
         self._hub_loop = gevent.get_hub().loop
         if isinstance(endpoint, str):
             endpoint = [endpoint]
@@ -249,7 +262,7 @@ class Client(_Caller, ClientBase, Node):
                 future.set_exception(TimeoutExpired(
                     timeout, self._session.calling(method) + " (no server took it)"))
                 return future
-            except AuthenticationFailed as exc:
+            except (AuthenticationFailed, TooManyServers) as exc:
                 future.set_exception(exc)
                 return future
         if timeout is not None:
@@ -262,7 +275,7 @@ class Client(_Caller, ClientBase, Node):
         while True:
             refused = self._refusal()
             if refused is not None:
-                raise AuthenticationFailed(str(refused))
+                raise refused
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(None)
@@ -292,9 +305,18 @@ class Client(_Caller, ClientBase, Node):
             call.future.set(value)
         elif kind is END:
             self._stream_of(call).push(_END)
+        elif kind is RETRY:
+            self._resend(call, value)
         else:
             self._stop_timer(call)
             self._fail_result(call, value)
+
+    def _refresh(self, name: ResolvedName) -> None:
+        gevent.spawn(self._refresh_in_thread, name)
+
+    def _refresh_in_thread(self, name: ResolvedName) -> None:
+        # A resolver blocks (socket.getaddrinfo does): in a thread, so the hub runs on.
+        self._resolved(name, gevent.get_hub().threadpool.apply(self._resolve, (name,)))
 
     def _stream_of(self, call: ClientCall) -> _StreamState:
         state = call.stream
