@@ -149,11 +149,17 @@ class Server(ServerBase, Node):
         """
         # Endpoints stay bound until close(): unbinding would also drop the
         # connections that calls in flight must answer on.
-        self._session.stopping = True
+        session = self._session
+        session.stop(time.monotonic())
         if not self._idle.wait(timeout):
-            for call in self._session.open_calls():
+            for call in session.open_calls():
                 self._cancel(call, SERVER_STOPPED)
             self._idle.wait(1.0)
+        while timeout != 0 and not self.closed:
+            left = session.refusing_for(time.monotonic())
+            if not left:
+                break
+            gevent.sleep(left)  # clients still sending get ServerStopping, not a closed socket
         self._stopped.set()
 
     def close(self) -> None:
