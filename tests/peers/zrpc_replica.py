@@ -3,7 +3,7 @@
 Usage: zrpc_replica.py bind|connect ENDPOINT [HEARTBEAT] [--delay SECONDS] [--grace SECONDS]
 
 ``bind`` serves on ENDPOINT; ``connect`` connects to a client that bound
-ENDPOINT (the reverse topology). Every call of ``echo``
+ENDPOINT (the reverse topology). Every call of ``echo`` and ``whoami``
 takes ``--delay`` seconds. SIGTERM stops the server as ``zrpc serve`` does:
 calls in flight get ``--grace`` seconds, new ones get ServerStopping, then
 the process exits.
@@ -36,6 +36,8 @@ def main() -> None:
             return x
 
         def whoami(self):
+            if delay:
+                gevent.sleep(delay)
             return os.getpid()
 
         def sleep(self, seconds):
