@@ -100,7 +100,7 @@ def test_heartbeat_loss_ejects_the_server_and_a_pong_brings_it_back():
     assert lost == [call]
     assert isinstance(client.lost(call), LostRemote)
     client.finish(call)
-    assert hung.ejected and hung not in client.send_order()
+    assert hung.ejected and client.send_order()[-1] is hung and hung not in client.resend_order(call)
     # no probe before its backoff (one heartbeat interval) ...
     assert client.maintain(now)[0] == []
     # ... then a _zerorpc_ping of the client's own, not a user's call
@@ -111,7 +111,7 @@ def test_heartbeat_loss_ejects_the_server_and_a_pong_brings_it_back():
     client.probe_sent(probe, now + HB)
     assert client.open_calls() == [] and hung.in_flight == 0
     assert client.receive(answer(server(), payload), now + HB + 0.01) is None  # the driver sees nothing
-    assert not hung.ejected and hung in client.send_order()
+    assert not hung.ejected and hung in client.resend_order(call)
 
 
 def test_an_unanswered_probe_doubles_the_wait_up_to_the_cap():
@@ -168,13 +168,15 @@ def test_a_single_server_is_never_ejected():
     assert not only.ejected and client.send_order() == [only]
 
 
-def test_when_every_server_is_ejected_calls_still_go_somewhere():
-    client = client_with(2)
-    a, b = client.balancer.backends
+def test_ejected_servers_come_last_so_a_call_still_goes_somewhere():
+    client = client_with(3)
+    a, b, c = client.balancer.backends
     client.balancer.eject(a, 0.0, "test")
-    assert client.send_order() == [b]
+    assert client.send_order()[-1] is a and set(client.send_order()[:2]) == {b, c}
+    assert a not in client.resend_order(start(client)[0])
     client.balancer.eject(b, 0.0, "test")
-    assert set(client.send_order()) == {a, b}
+    client.balancer.eject(c, 0.0, "test")
+    assert set(client.send_order()) == {a, b, c}
     assert client.resend_order(start(client)[0]) == []  # but a ServerStopping retry goes nowhere
 
 
@@ -259,6 +261,8 @@ def test_a_removed_server_takes_no_call_and_is_closed_once_its_calls_are_over():
     assert call.backend is a
     client.balancer.remove(a)
     assert client.send_order() == [b]
+    client.balancer.eject(b, 0.0, "test")
+    assert client.send_order() == [b]  # ejected, but removed ones never come back
     assert client.maintain(0.0)[1] == []  # a still has a call in flight
     client.finish(call)
     assert client.maintain(0.1)[1] == [a]

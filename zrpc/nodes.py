@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 import zmq
 
@@ -370,12 +370,22 @@ class ClientBase(NodeBase):
         session = self._session
         for backend in session.send_order() if order is None else order:
             transport = backend.transport
-            connections = transport.connections
-            if (connections and (connections == 1 or not transport.bound_peer_limit)
-                    and transport.try_send(frames)):
+            if self._can_take(transport) and transport.try_send(frames):
                 session.sent(call, backend, now)
                 return True
         return False
+
+    @staticmethod
+    def _can_take(transport: Any) -> bool:
+        """True if ``transport`` may carry a new call: a live connection, and only one if this client bound it."""
+        connections = transport.connections
+        return connections == 1 or (connections > 1 and not transport.bound_peer_limit)
+
+    def _waits(self) -> List[Tuple[Any, bool]]:
+        """For a call waiting for a server: each socket, and whether to wait for room on it (True) or
+        for a change of its connections (False: it has no usable one, or its server was removed)."""
+        return [(b.transport, not b.removed and self._can_take(b.transport))
+                for b in self._session.balancer.backends]
 
     def _resend(self, call: ClientCall, error: ServerStopping) -> None:
         """A server refused ``call`` before it ran (it is stopping): send it to another at once, or fail it."""

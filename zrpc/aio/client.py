@@ -300,7 +300,7 @@ class Client(_Caller, ClientBase, Node):
                 return
             # A socket with no live connection would queue the request for a
             # server that may never come: wait for one that is up and has room.
-            changes = [t.writable() if t.connections else t.changed() for t in self._transports]
+            changes = [t.writable() if room else t.changed() for t, room in self._waits()]
             if not any(w.done() for w in changes):
                 await asyncio.wait([future, *changes], return_when=asyncio.FIRST_COMPLETED)
             if self._closed or future.done():

@@ -29,9 +29,11 @@ Theory of operation
   ``probe_backoff``, doubling after each unanswered probe up to
   ``max_backoff``. A pong (or any reply on one of its calls) brings it back
   with a clean slate; ``ServerStopping`` or silence keeps it out.
-* **Panic.** If every server is ejected, calls still go to them (least in
-  flight first) rather than nowhere, except the retry of a call refused
-  with ``ServerStopping``, which only goes to a server in the rotation.
+* **Fallback.** Ejected servers come last in the order, so a call still
+  goes to one of them when no server in the rotation can take it now
+  (all down, or their queues full) rather than nowhere; the retry of a
+  call refused with ``ServerStopping`` only goes to a server in the
+  rotation.
 * **Removal.** A server removed (its DNS record went away) takes no new
   call; once its calls in flight are over, :meth:`Balancer.drained` hands
   it to the driver to close.
@@ -121,15 +123,21 @@ class Balancer:
     def order(self, retry: bool = False) -> List[Backend]:
         """The servers to offer a new call to, in order: fewest calls in flight first, ties in turn.
 
-        ``retry``: for a call refused with ServerStopping, only servers in the rotation.
+        Ejected servers follow the others (a fallback), except with
+        ``retry`` (a call refused with ServerStopping): then only servers in
+        the rotation.
         """
         backends = self.backends
         if len(backends) == 1:
             only = backends[0]
             return [] if only.removed or (retry and only.ejected) else [only]
-        candidates = [b for b in backends if not b.ejected and not b.removed]
-        if not candidates and not retry:
-            candidates = [b for b in backends if not b.removed]  # panic: somewhere beats nowhere
+        up = self._least_first([b for b in backends if not b.ejected and not b.removed])
+        if retry:
+            return up
+        ejected = [b for b in backends if b.ejected and not b.removed]
+        return up + self._least_first(ejected) if ejected else up
+
+    def _least_first(self, candidates: List[Backend]) -> List[Backend]:
         count = len(candidates)
         if count > 1:
             start = self._rotation % count

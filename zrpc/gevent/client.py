@@ -282,9 +282,9 @@ class Client(_Caller, ClientBase, Node):
             # A socket with no live connection would queue the request for a
             # server that may never come: wait for one that is up and has room.
             ready = []
-            for transport in self._transports:
+            for transport, room in self._waits():
                 transport.changed.clear()  # before looking, so no change is missed
-                ready.append(transport.arm_writable() if transport.connections else transport.changed)
+                ready.append(transport.arm_writable() if room else transport.changed)
             if not any(event.is_set() for event in ready):
                 gevent.wait(ready or [Event()], timeout=remaining, count=1)
             if self.closed:
