@@ -302,3 +302,32 @@ def test_aio_client_ejects_a_frozen_server_and_retries_server_stopping(peer):
             assert len(failures) == lost
 
     asyncio.run(main())
+
+
+def test_aio_client_follows_dns_records_resolved_in_the_background(peer):
+    port = int(free_tcp_endpoint().rsplit(":", 1)[1])
+    first = peer("zrpc_replica.py", "bind", f"tcp://127.0.0.1:{port}", str(HB))
+    second = peer("zrpc_replica.py", "bind", f"tcp://127.0.0.2:{port}", str(HB))
+    records = Records("127.0.0.1")
+
+    async def main() -> None:
+        async with zrpc.aio.Client(f"tcp://service.test:{port}", heartbeat=HB, dns_refresh=0.2,
+                                   resolver=records) as client:
+            assert {await client.whoami() for _ in range(10)} == {first.pid}
+            records.addresses = ["127.0.0.1", "127.0.0.2"]
+            seen = set()
+            for _ in range(200):
+                seen.add(await client.whoami())
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert seen == {first.pid, second.pid}
+            records.addresses = ["127.0.0.2"]
+            for _ in range(200):
+                if len(client._transports) == 1:
+                    break
+                await asyncio.sleep(0.02)
+            assert client.endpoints == [f"tcp://127.0.0.2:{port}"]
+            assert {await client.whoami() for _ in range(10)} == {second.pid}
+
+    asyncio.run(main())
