@@ -207,6 +207,64 @@ def test_a_name_resolves_through_getaddrinfo_by_default(serve, client_factory):
             server.close()
 
 
+def test_aaaa_and_a_records_are_both_servers(client_factory):
+    import zmq
+
+    port = int(free_tcp_endpoint().rsplit(":", 1)[1])
+    v4 = zrpc.Server({"who": lambda: "v4"}, heartbeat=HB)
+    v4.bind(f"tcp://127.0.0.1:{port}")
+    v6 = zrpc.Server({"who": lambda: "v6"}, heartbeat=HB, socket_options={zmq.IPV6: 1})
+    v6.bind(f"tcp://[::1]:{port}")
+    for server in (v4, v6):
+        server.start()
+
+    def resolver(host: str, port: int, family: int, type: int) -> List[Any]:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    try:
+        client = client_factory(f"tcp://service.test:{port}", heartbeat=HB, resolver=resolver)
+        assert sorted(client.endpoints) == sorted([f"tcp://[::1]:{port}", f"tcp://127.0.0.1:{port}"])
+        assert {client.who() for _ in range(10)} == {"v4", "v6"}
+    finally:
+        v4.close()
+        v6.close()
+
+
+def test_a_name_that_does_not_resolve_yet_is_tried_by_zmq_until_its_records_come(client_factory):
+    port = int(free_tcp_endpoint().rsplit(":", 1)[1])
+    servers = loopback_servers(port, "127.0.0.2")
+
+    def resolver(host: str, port: int, family: int, type: int) -> List[Any]:
+        if not answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in answers]
+
+    answers: List[str] = []
+    try:
+        client = client_factory(f"tcp://service.test:{port}", heartbeat=HB, dns_refresh=0.2,
+                                resolver=resolver, timeout=10)
+        assert client.endpoints == [f"tcp://service.test:{port}"]  # zmq's to resolve meanwhile
+        answers.append("127.0.0.2")
+        assert client.who() == "127.0.0.2"  # waits for the record, within its timeout
+        assert wait_until(lambda: client.endpoints == [f"tcp://127.0.0.2:{port}"], timeout=5)
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+def test_resolver_none_hands_the_name_to_zmq(client_factory):
+    port = int(free_tcp_endpoint().rsplit(":", 1)[1])
+    servers = loopback_servers(port, "127.0.0.1")
+    try:
+        client = client_factory(f"tcp://localhost:{port}", heartbeat=HB, resolver=None)
+        assert client.endpoints == [f"tcp://localhost:{port}"]
+        assert client.who() == "127.0.0.1"
+    finally:
+        for server in servers.values():
+            server.close()
+
+
 # -- the reverse topology: servers connect to a client that binds ---------------------
 def test_a_second_server_on_a_bound_client_endpoint_fails_calls_clearly(peer, client_factory):
     client = client_factory(heartbeat=HB, timeout=10)
