@@ -7,20 +7,107 @@ which makes one of its transports (a :class:`zrpc.sockets.SocketCore`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional
+from collections import deque
+from time import monotonic
+from typing import Any, Callable, Deque, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
-from .core.client_session import ClientCall, ClientSession
-from .core.errors import AuthenticationFailed
+from .core.client_session import END, ITEM, RESULT, ClientCall, ClientSession
+from .core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from .core.server_session import Cancellation, ServerCall, ServerSession
-from .core.session import Session
+from .core.session import Session, Tracer
+from .security import ClientGuard
 from .sockets import SocketCore
 
-__all__ = ["NodeBase", "ClientBase", "ServerBase", "UNSET"]
+__all__ = ["NodeBase", "ClientBase", "ServerBase", "StreamBuffer", "StreamHandle", "END_OF_STREAM", "UNSET"]
 
 #: "Not given" for call options, so that None can mean "wait forever".
 UNSET: Any = object()
+#: What :meth:`StreamBuffer._take` returns once a stream has ended.
+END_OF_STREAM: Any = object()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class StreamBuffer:
+    """A stream's items as they arrive, reached by the client through its call.
+
+    Kept apart from the user's Stream handle, so that dropping the handle
+    (``break``) lets it be collected and cancel the server's generator. A
+    driver adds only the waiting: ``_wake()``, and a ``next`` that waits
+    while ``items`` is empty, then returns what :meth:`_take` gives.
+    """
+
+    __slots__ = ("client", "call", "items", "done")
+
+    def __init__(self, client: "ClientBase", call: ClientCall) -> None:
+        self.client = client
+        self.call = call
+        self.items: Deque[Any] = deque()
+        self.done = False
+
+    def _wake(self) -> None:
+        """Wake the reader waiting for an item, if any."""
+        raise NotImplementedError
+
+    def push(self, item: Any) -> None:
+        self.items.append(item)
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self.push(_Failure(exc))
+
+    def _take(self) -> Any:
+        """The next item (``items`` is not empty), or END_OF_STREAM; raises the stream's failure."""
+        item = self.items.popleft()
+        if item is END_OF_STREAM:
+            self.done = True
+        elif isinstance(item, _Failure):
+            self.done = True
+            raise item.exc
+        else:
+            self.call.window.taken()
+        return item
+
+    def _timed_out(self) -> TimeoutExpired:
+        """Close the stream: no item came within the call's timeout; the error to raise."""
+        self.close()
+        call = self.call
+        return TimeoutExpired(call.timeout, f"waiting for the next item of {call.method}()")
+
+    def close(self) -> None:
+        if not self.done:
+            self.done = True
+            self.items.clear()
+            self.client._abandon(self.call)
+
+
+class StreamHandle:
+    """What the user holds of a stream: a driver adds iterating (``__next__`` or ``__anext__``).
+
+    Closing an unfinished stream, or dropping it, tells a zrpc server to stop its generator at once.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: StreamBuffer) -> None:
+        self._state = state
+
+    def close(self) -> None:
+        """Stop receiving; an unfinished stream is cancelled on the server. Idempotent."""
+        self._state.close()
+
+    def __del__(self) -> None:
+        try:
+            self._state.close()
+        except Exception:
+            pass
 
 
 class NodeBase:
@@ -161,13 +248,147 @@ class ServerBase(NodeBase):
 
 
 class ClientBase(NodeBase):
-    """The loop-free part of a Client: a socket per endpoint, round robin, call options."""
+    """The loop-free part of a Client: a socket per endpoint, round robin, call options,
+    and what each reply means for its caller.
+
+    A driver implements the waiting behind a few hooks: ``_settle`` (stop a
+    call's timer and give its future the result: the hot path), ``_resolve``
+    and ``_reject`` (a future's result or error, unless it has one),
+    ``_stop_timer``, and its ``_stream_state`` (a :class:`StreamBuffer`) and
+    ``_stream_handle`` (the user's Stream) classes.
+    """
 
     _session: ClientSession
     _timeout: Optional[float]
-    _guard: Any  # a zrpc.security.ClientGuard
+    _guard: ClientGuard
     #: The driver's view class for ``with_options``: ``_options_class(client, timeout)``.
     _options_class: Callable[..., Any]
+    _stream_state: Callable[["ClientBase", ClientCall], StreamBuffer]
+    _stream_handle: Callable[[StreamBuffer], Any]
+
+    def _init_client(self, endpoint: Union[str, Sequence[str], None], *, timeout: Optional[float],
+                     heartbeat: Optional[float], stream_window: int, max_message_size: Optional[int],
+                     context: Optional[zmq.Context], socket_options: Optional[Mapping[int, Any]],
+                     trace: Optional[Tracer], curve_server_key: Any, curve_secret_key: Any) -> None:
+        """What every driver's Client constructor does with its options (see zrpc.Client)."""
+        session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
+                                max_message_size=max_message_size, trace=trace)
+        self._init_node(session, context, socket_options)
+        self._session = session
+        self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
+        self._socket_setups.append(self._guard.setup)
+        self._client = self
+        self._timeout = timeout
+        if isinstance(endpoint, str):
+            endpoint = [endpoint]
+        for ep in endpoint or ():
+            self.connect(ep)
+        self._start_io()
+
+    # -- the driver's waiting -------------------------------------------------------
+    def _settle(self, call: ClientCall, value: Any) -> None:
+        """A result came: stop the call's timer and give its future the value."""
+        raise NotImplementedError
+
+    def _resolve(self, future: Any, value: Any) -> bool:
+        """Give ``future`` its result if nobody did (nor cancelled it); False if it was not wanted."""
+        raise NotImplementedError
+
+    def _reject(self, future: Any, exc: BaseException) -> None:
+        """Fail ``future`` (may be None) with ``exc``, unless it already has a result."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _cancel_timer(timer: Any) -> None:
+        """Stop a timer the driver started for a call's timeout."""
+        raise NotImplementedError
+
+    def _stop_timer(self, call: ClientCall) -> None:
+        timer, call.timer = call.timer, None
+        if timer is not None:
+            self._cancel_timer(timer)
+
+    # -- what the server's events mean for the caller ------------------------------
+    def _on_frames(self, frames: List[Any]) -> None:
+        routed = self._session.receive(frames[-1], monotonic())
+        if routed is None:
+            return
+        kind, call, value = routed
+        if kind is RESULT:  # first: the usual case
+            self._settle(call, value)
+        elif kind is ITEM:
+            self._stream_of(call).push(value)
+        elif kind is END:
+            self._stream_of(call).push(END_OF_STREAM)
+        else:
+            self._stop_timer(call)
+            self._fail_result(call, value)
+
+    def _stream_of(self, call: ClientCall) -> StreamBuffer:
+        state = call.stream
+        if state is None:
+            state = call.stream = self._stream_state(self, call)
+            self._stop_timer(call)  # from now on, the timeout applies between items
+            # Only the caller may keep the Stream alive: dropping it must cancel the stream.
+            future, call.future = call.future, None
+            if not self._resolve(future, self._stream_handle(state)):
+                state.close()  # nobody wants it any more
+        return state
+
+    def _fail_result(self, call: ClientCall, exc: BaseException) -> None:
+        if call.stream is not None:
+            call.stream.fail(exc)
+        else:
+            self._reject(call.future, exc)
+
+    def _fail(self, call: ClientCall, exc: BaseException) -> None:
+        self._session.finish(call)
+        self._stop_timer(call)
+        self._fail_result(call, exc)
+
+    def _expire(self, call: ClientCall) -> None:
+        """The call's timer ran out: fail it, and tell its server to stop the work."""
+        call.timer = None
+        expired = self._session.expire(call)
+        if expired is None:
+            if call.transport is None:  # never sent: no server took it in time
+                self._fail_result(call, TimeoutExpired(
+                    call.timeout, self._session.calling(call.method) + " (no server took it)"))
+            return
+        exc, cancel = expired
+        self._fail_result(call, exc)
+        self._send_nowait(call, cancel)
+
+    def _abandon(self, call: ClientCall) -> None:
+        """The caller gave up (cancelled, closed the stream): tell the server to stop."""
+        self._stop_timer(call)
+        cancel = self._session.abandon(call)
+        if cancel is not None:
+            self._send_nowait(call, cancel)
+
+    def _grant_due(self, call: ClientCall) -> Optional[Tuple[int, bytes, Optional[float]]]:
+        """The stream credit due to the call's server: (amount, payload, deadline to send it by), or None."""
+        due = self._session.grant(call)
+        if due is None:
+            return None
+        timeout = call.timeout
+        return due[0], due[1], None if timeout is None else monotonic() + timeout
+
+    def _grant_failed(self, call: ClientCall, exc: BaseException) -> None:
+        """Credit could not be sent: closing (nothing to do), or the server takes nothing
+        (TimeoutExpired): fail the call, since without credit it never sends again."""
+        if isinstance(exc, TimeoutExpired):
+            self._fail(call, exc)
+
+    def _close_calls(self) -> None:
+        """Closing: fail every call in flight with ClosedError, and tell their servers to cancel them."""
+        session = self._session
+        for call in session.open_calls():
+            cancel = session.abandon(call)
+            self._fail(call, ClosedError("the client was closed"))
+            if cancel is not None:
+                self._send_nowait(call, cancel)  # the server stops the work now
+        self._guard.close()
 
     @property
     def timeout(self) -> Optional[float]:
@@ -198,9 +419,6 @@ class ClientBase(NodeBase):
         """The error to raise if every server refused this client's handshake (waiting cannot help)."""
         failures = [self._guard.failure(transport.socket) for transport in self._transports]
         return failures[0] if failures and all(failures) else None
-
-    def _fail(self, call: ClientCall, exc: BaseException) -> None:
-        raise NotImplementedError
 
     def _frames(self, channel: Any, payload: bytes) -> List[Any]:
         return [b"", payload]  # a DEALER's message: the empty delimiter, then the payload

@@ -41,8 +41,12 @@ class Node(NodeBase):
 
     def __init__(self, session: Session, context: Optional[zmq.Context],
                  socket_options: Optional[Mapping[int, Any]]) -> None:
-        self._loop = running_loop(self._kind)
         self._init_node(session, context, socket_options)
+
+    def _init_node(self, session: Session, context: Optional[zmq.Context],
+                   socket_options: Optional[Mapping[int, Any]]) -> None:
+        self._loop = running_loop(self._kind)
+        super()._init_node(session, context, socket_options)
         self._heartbeats: Optional[asyncio.Task] = None
 
     def _new_transport(self) -> Transport:

@@ -34,6 +34,10 @@ class Node(NodeBase):
     def __init__(self, session: Session, context: Optional[zmq.Context],
                  socket_options: Optional[Mapping[int, Any]] = None) -> None:
         self._init_node(session, context, socket_options)
+
+    def _init_node(self, session: Session, context: Optional[zmq.Context],
+                   socket_options: Optional[Mapping[int, Any]]) -> None:
+        super()._init_node(session, context, socket_options)
         self._heartbeats: Optional[gevent.Greenlet] = None
 
     def _new_transport(self) -> Transport:
@@ -80,9 +84,10 @@ class Node(NodeBase):
         self._session.table.discard(channel)
         self._on_lost(channel)
 
-    def _send(self, channel: Channel, payload: bytes) -> None:
-        """Send one encoded event on ``channel``, waiting while the socket is full."""
-        self._transport_of(channel).send(self._frames(channel, payload))
+    def _send(self, channel: Channel, payload: bytes, deadline: Optional[float] = None,
+              timeout: Optional[float] = None) -> None:
+        """Send one encoded event on ``channel``, waiting while the socket is full (until ``deadline``)."""
+        self._transport_of(channel).send(self._frames(channel, payload), deadline, timeout)
         channel.last_sent = time.monotonic()
 
     def _send_nowait(self, channel: Channel, payload: bytes) -> bool:
