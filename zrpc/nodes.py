@@ -18,7 +18,7 @@ from .core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from .core.server_session import Cancellation, ServerCall, ServerSession
 from .core.session import Session, Tracer
 from .security import ClientGuard
-from .sockets import SocketCore
+from .sockets import PeerUnreachable, SocketCore
 
 __all__ = ["NodeBase", "ClientBase", "ServerBase", "StreamBuffer", "StreamHandle", "END_OF_STREAM", "UNSET"]
 
@@ -111,10 +111,21 @@ class StreamHandle:
 
 
 class NodeBase:
-    """A session and its sockets: the part of a Client or Server that no event loop touches."""
+    """A session and its sockets: the part of a Client or Server that no event loop touches.
+
+    A driver implements ``_make_transport`` (one of its sockets),
+    ``_spawn_heartbeats``/``_stop_heartbeats`` (a greenlet or task calling
+    :meth:`_beat` every tick) and ``_call_soon`` (run a callback on its loop
+    soon, outside the current stack).
+    """
 
     _socket_type: int = zmq.DEALER
     _session: Session
+    #: What the user made ("Client", "Server"), for messages.
+    _kind = "Node"
+    #: Seconds zmq may still spend delivering replies and cancels already
+    #: queued when a node closes; close() waits for them at most this long.
+    CLOSE_LINGER = 0.5
 
     def _init_node(self, session: Session, context: Optional[zmq.Context],
                    socket_options: Optional[Mapping[int, Any]]) -> None:
@@ -129,13 +140,68 @@ class NodeBase:
         self._transports: List[Any] = []
         self._started = False
         self._closed = False
+        self._heartbeats: Any = None
 
-    def _new_transport(self) -> Any:
+    # -- the driver's part ----------------------------------------------------------
+    def _make_transport(self, track_connections: bool) -> SocketCore:
         raise NotImplementedError
+
+    def _spawn_heartbeats(self) -> Any:
+        raise NotImplementedError
+
+    def _stop_heartbeats(self, heartbeats: Any) -> None:
+        raise NotImplementedError
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        raise NotImplementedError
+
+    # -- life cycle -------------------------------------------------------------------
+    def _new_transport(self) -> Any:
+        """One more socket of this node, reading already if the node is started."""
+        if self._closed:
+            raise ClosedError(f"the {self._kind.lower()} is closed")
+        transport = self._make_transport(self._socket_type == zmq.DEALER)
+        self._transports.append(transport)
+        if self._started:
+            transport.start()
+        return transport
+
+    def _start_io(self) -> None:
+        """Start reading every socket, and the heartbeats."""
+        self._started = True
+        for transport in self._transports:
+            transport.start()
+        if self._session.table.tick and self._heartbeats is None and not self._closed:
+            self._heartbeats = self._spawn_heartbeats()
+
+    def _close_sockets(self) -> None:
+        """Stop the heartbeats and close every socket; zmq flushes their queues for CLOSE_LINGER."""
+        self._closed = True
+        heartbeats, self._heartbeats = self._heartbeats, None
+        if heartbeats is not None:
+            self._stop_heartbeats(heartbeats)
+        for transport in self._transports:
+            transport.close(self.CLOSE_LINGER)
 
     # -- for the driver and its Client/Server ---------------------------------------
     def _send_nowait(self, channel: Any, payload: bytes) -> bool:
-        raise NotImplementedError
+        """Send a control event if the socket can take it now; never waits.
+
+        False if it could not go: the socket is full or closed, or the peer
+        is gone (then the channel is failed as lost, soon).
+        """
+        try:
+            return self._transport_of(channel).try_send(self._frames(channel, payload))
+        except PeerUnreachable:
+            self._call_soon(self._on_unreachable, channel)
+        except ClosedError:
+            pass  # closing: the channel is going away anyway
+        return False
+
+    def _on_unreachable(self, channel: Any) -> None:
+        """The socket says the channel's peer is gone; treat it as lost."""
+        self._session.table.discard(channel)
+        self._on_lost(channel)
 
     def _frames(self, channel: Any, payload: bytes) -> List[Any]:
         """The frames that carry ``payload`` on ``channel`` (with its envelope)."""
@@ -189,6 +255,7 @@ class ServerBase(NodeBase):
     """The loop-free part of a Server: one ROUTER for every endpoint, and what its session knows."""
 
     _socket_type = zmq.ROUTER
+    _kind = "Server"
     _session: ServerSession
     _transport: SocketCore
     _guard: Any  # a zrpc.security.ServerGuard, or None
@@ -258,6 +325,7 @@ class ClientBase(NodeBase):
     ``_stream_handle`` (the user's Stream) classes.
     """
 
+    _kind = "Client"
     _session: ClientSession
     _timeout: Optional[float]
     _guard: ClientGuard

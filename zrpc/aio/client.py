@@ -173,7 +173,6 @@ class Client(_Caller, ClientBase, Node):
     _options_class = _Options
     _stream_state = _StreamState
     _stream_handle = Stream
-    _kind = "Client"
 
     def __init__(
         self,

@@ -91,7 +91,6 @@ class Server(ServerBase, Node):
     coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
     """
 
-    _kind = "Server"
 
     def __init__(
         self,
