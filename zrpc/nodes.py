@@ -7,20 +7,39 @@ which makes one of its transports (a :class:`zrpc.sockets.SocketCore`).
 """
 from __future__ import annotations
 
+import logging
 from collections import deque
 from time import monotonic
-from typing import Any, Callable, Deque, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
 from .core.client_session import END, ITEM, RESULT, ClientCall, ClientSession
 from .core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
-from .core.server_session import Cancellation, ServerCall, ServerSession
+from .core.methods import MethodTable
+from .core.server_session import (
+    CANCEL,
+    CREDIT,
+    QUEUED,
+    SEND,
+    SERVER_STOPPED,
+    START,
+    Cancellation,
+    ServerCall,
+    ServerSession,
+)
 from .core.session import Session, Tracer
-from .security import ClientGuard
+from .security import ClientGuard, ServerGuard
 from .sockets import PeerUnreachable, SocketCore
 
 __all__ = ["NodeBase", "ClientBase", "ServerBase", "StreamBuffer", "StreamHandle", "END_OF_STREAM", "UNSET"]
+
+log = logging.getLogger("zrpc.server")
+
+#: ERRs sent outside any call that the socket could not take at once wait for room
+#: this long, in a greenlet or task of their own, before they are dropped with a log line.
+REJECT_WAIT = 5.0
+MAX_PENDING_REJECTS = 1024
 
 #: "Not given" for call options, so that None can mean "wait forever".
 UNSET: Any = object()
@@ -252,13 +271,59 @@ class NodeBase:
 
 
 class ServerBase(NodeBase):
-    """The loop-free part of a Server: one ROUTER for every endpoint, and what its session knows."""
+    """The loop-free part of a Server: one ROUTER for every endpoint, and what each message means.
+
+    A driver implements the waiting behind a few hooks: ``_launch`` (run a
+    call in a greenlet or task), ``_interrupt_call`` (stop a running call),
+    ``_wake`` (a call waiting for credit may go on), ``_send_reject_later``
+    (an ERR the socket could not take now), and its ``_event_class``.
+    """
 
     _socket_type = zmq.ROUTER
     _kind = "Server"
     _session: ServerSession
     _transport: SocketCore
-    _guard: Any  # a zrpc.security.ServerGuard, or None
+    _guard: Optional[ServerGuard]
+    #: The driver's Event (set, clear, wait) for ``_idle`` and ``_stopped``.
+    _event_class: Callable[[], Any]
+
+    def _init_server(self, methods: Any, name: Optional[str], *, exclude_from: type,
+                     heartbeat: Optional[float], pool_size: Optional[int], max_pending: Optional[int],
+                     send_tracebacks: bool, stream_generators: bool, max_message_size: Optional[int],
+                     context: Optional[zmq.Context], socket_options: Optional[Mapping[int, Any]],
+                     trace: Optional[Tracer], curve_secret_key: Any, curve_clients: Any,
+                     allow_ips: Optional[Iterable[str]], deny_ips: Optional[Iterable[str]],
+                     zap_driver: Any) -> None:
+        """What every driver's Server constructor does with its options (see zrpc.Server).
+
+        ``exclude_from`` is the driver's Server class: when the methods are
+        a subclass's own, the server's methods are not served.
+        """
+        if methods is None:
+            methods = self  # subclass style: class MyService(zrpc.Server)
+        exclude = set(dir(exclude_from)) if methods is self else None
+        session = ServerSession(
+            MethodTable(methods, name, exclude),
+            heartbeat=heartbeat,
+            pool_size=pool_size,
+            max_pending=max_pending,
+            send_tracebacks=send_tracebacks,
+            stream_generators=stream_generators,
+            max_message_size=max_message_size,
+            trace=trace,
+        )
+        self._init_node(session, context, socket_options)
+        self._session = session
+        self._guard = ServerGuard.create(zap_driver, self._context, curve_secret_key, curve_clients,
+                                         allow_ips, deny_ips)
+        if self._guard is not None:
+            self._socket_setups.append(self._guard.setup)
+        # One ROUTER for every endpoint: it routes each reply by the caller's identity.
+        self._transport = self._new_transport()
+        self._pending_rejects = 0
+        self._stopped = self._event_class()
+        self._idle = self._event_class()
+        self._idle.set()
 
     @property
     def name(self) -> str:
@@ -279,11 +344,97 @@ class ServerBase(NodeBase):
         """Calls running or waiting in line."""
         return self._session.calls_in_flight
 
+    def start(self) -> Any:
+        """Serve in the background of the current hub or running loop; returns the server at once."""
+        if self._session.stopping:
+            raise RuntimeError("a stopped server cannot be started again; make a new one")
+        self._start_io()
+        return self
+
+    # -- the driver's waiting ---------------------------------------------------------
     def _launch(self, call: ServerCall) -> None:
         raise NotImplementedError
 
-    def _send_reject(self, frames: List[Any]) -> None:
+    def _interrupt_call(self, call: ServerCall, why: Cancellation) -> None:
+        """Stop the call's greenlet or task, unless it is the one running now."""
         raise NotImplementedError
+
+    @staticmethod
+    def _wake(waiter: Any) -> None:
+        """A call waiting for credit (``call.credit_ready``) may go on."""
+        raise NotImplementedError
+
+    def _send_reject_later(self, frames: List[Any]) -> None:
+        """Send ``frames`` in a greenlet or task, waiting up to REJECT_WAIT for room, then
+        call :meth:`_reject_sent`."""
+        raise NotImplementedError
+
+    # -- what each message means -------------------------------------------------------
+    def _on_frames(self, frames: List[Any]) -> None:
+        action = self._session.receive(frames, monotonic())
+        if action is None:
+            return
+        kind = action[0]
+        if kind is START or kind is QUEUED:
+            if self._admit(action[1]) and kind is START:
+                self._launch(action[1])
+                self._idle.clear()
+        elif kind is CREDIT:
+            ready = action[1].credit_ready
+            if ready is not None:
+                self._wake(ready)
+        elif kind is CANCEL:
+            self._cancel(action[1], action[2])
+        elif kind is SEND:
+            self._send_reject(action[1])
+
+    def _send_reject(self, frames: List[Any]) -> None:
+        """Send an ERR outside any call without waiting; if the socket is full, send it later (bounded)."""
+        try:
+            if self._transport.try_send(frames):
+                return
+        except (PeerUnreachable, ClosedError):
+            return  # the caller is gone: nobody to tell
+        if self._pending_rejects >= MAX_PENDING_REJECTS:
+            log.warning("dropped an ERR reply: %d already wait for a full socket", self._pending_rejects)
+            return
+        self._pending_rejects += 1
+        self._send_reject_later(frames)
+
+    def _reject_sent(self, exc: Optional[BaseException]) -> None:
+        """A later ERR went out, or failed with ``exc``."""
+        self._pending_rejects -= 1
+        if exc is not None and not isinstance(exc, (PeerUnreachable, ClosedError)):
+            log.warning("dropped an ERR reply: %s", exc)  # TimeoutExpired: the peer takes nothing
+
+    def _cancel(self, call: ServerCall, why: Cancellation) -> None:
+        interrupt, answer = self._session.cancel(call, why)
+        if answer is not None:
+            self._send_reject(answer[1])
+        if call.waiting:  # a queued call: the server may be idle now
+            if self._session.idle:
+                self._idle.set()
+        elif interrupt:
+            self._interrupt_call(call, why)
+        # a task spawned but not yet running sees call.cancelled when it starts
+
+    def _cancel_open_calls(self) -> None:
+        """Stopping, and calls in flight did not finish in time: cancel them all."""
+        for call in self._session.open_calls():
+            self._cancel(call, SERVER_STOPPED)
+
+    def _close_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.close()  # before the context is terminated: the ZAP socket lives on it
+
+    def _on_lost(self, call: Any) -> None:
+        self._cancel(call, self._session.lost(call))
+
+    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
+        return [*channel.envelope, payload]
+
+    def _transport_of(self, channel: Any) -> Any:
+        return self._transport
 
     def _admit(self, call: ServerCall) -> bool:
         """A new call (running or queued) from the message being read: note its caller, or refuse it."""

@@ -33,10 +33,6 @@ def running_loop(cls: str) -> asyncio.AbstractEventLoop:
 class Node(NodeBase):
     """Base of the asyncio Client and Server: the loop, a heartbeat task, sending and clean closing."""
 
-    def __init__(self, session: Session, context: Optional[zmq.Context],
-                 socket_options: Optional[Mapping[int, Any]]) -> None:
-        self._init_node(session, context, socket_options)
-
     def _init_node(self, session: Session, context: Optional[zmq.Context],
                    socket_options: Optional[Mapping[int, Any]]) -> None:
         self._loop = running_loop(self._kind)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import gevent
-import zmq
 
 from ..core.channel import Channel
-from ..core.session import Session
 from ..nodes import NodeBase
 from .transport import Transport
 
@@ -25,10 +23,6 @@ log = logging.getLogger("zrpc")
 
 class Node(NodeBase):
     """Base of Client and Server: a greenlet for heartbeats, sending and clean closing around a core session."""
-
-    def __init__(self, session: Session, context: Optional[zmq.Context],
-                 socket_options: Optional[Mapping[int, Any]] = None) -> None:
-        self._init_node(session, context, socket_options)
 
     def _make_transport(self, track_connections: bool) -> Transport:
         return Transport(self._socket_type, self._on_frames, self._context, self.max_message_size,
