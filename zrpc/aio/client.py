@@ -165,8 +165,8 @@ class Client(_Caller, ClientBase, Node):
 
     Takes the options of :class:`zrpc.Client` (``timeout``, ``heartbeat``,
     ``stream_window``, ``max_message_size``, ``context``, ``socket_options``,
-    ``trace``) with the same meaning; CURVE is not supported yet on asyncio
-    (TypeError). Make it inside a coroutine: it belongs to the running loop,
+    ``trace``, ``curve_server_key``, ``curve_secret_key``) with the same
+    meaning. Make it inside a coroutine: it belongs to the running loop,
     and any number of tasks of that loop may share it. ``async with`` closes it.
     """
 

@@ -72,9 +72,8 @@ class Server(ServerBase, Node):
     ``pool_size``, ``max_pending``, ``send_tracebacks``, ``stream_generators``,
     ``max_message_size``, ``context``, ``socket_options``, ``trace``) with
     the same meaning, plus ``sync_methods`` ("thread" or "inline") and
-    ``threads`` for plain functions (see the module docstring). Security
-    options are not supported yet on asyncio (TypeError). Make it inside a
-    coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
+    ``threads`` for plain functions (see the module docstring). The security
+    options are as for :class:`zrpc.Server`. Make it inside a coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
     """
 
     _event_class = asyncio.Event
