@@ -119,7 +119,7 @@ def test_stopping_refuses_new_calls_itself_and_keeps_open_channels():
     router = ChannelRouter(1, heartbeat=1.0)
     worker = router.workers[0]
     router.from_client(b"a", ENVELOPE, request(b"open"), 0.0)
-    router.stopping = True
+    router.stop(0.05)
     kind, frames = router.from_client(b"a", ENVELOPE, request(b"late"), 0.1)
     assert kind == SEND and frames[:-1] == ENVELOPE
     header, name, args = protocol.decode(frames[-1])
@@ -128,6 +128,8 @@ def test_stopping_refuses_new_calls_itself_and_keeps_open_channels():
     assert router.from_client(b"a", ENVELOPE, event(b"open", protocol.MORE, [5]), 0.2) == (FORWARD, worker)
     assert router.from_client(b"a", ENVELOPE, request(b"s", "_zrpc_status", []), 0.2) == (STATUS, b"s")
     assert router.from_client(b"a", ENVELOPE, b"garbage", 0.2) == (DROP, None)
+    # Like a lone server, it keeps refusing while callers still come (bounded), then may close.
+    assert router.refusing_for(0.15) > 0 and router.refusing_for(0.1 + router.STOP_QUIET) == 0
 
 
 def test_unreadable_and_stray_events():

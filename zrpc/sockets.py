@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .core.errors import ClosedError
+from .core.errors import ClosedError, TimeoutExpired
 from .core.events import IncompleteHandshakes
 
 __all__ = ["SocketCore", "PeerUnreachable", "HWM"]
@@ -31,6 +31,13 @@ log = logging.getLogger("zrpc.transport")
 
 # Plain ints: pyzmq's enum flags cost more than the send itself on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
+#: As plain ints for the drivers' hot paths (zmq's enums cost a lookup each).
+NOBLOCK = _NOBLOCK
+POLLIN = int(zmq.POLLIN)
+POLLOUT = int(zmq.POLLOUT)
+EVENTS = int(zmq.EVENTS)
+#: Messages a driver's reader handles in one burst before others get a turn.
+BURST = 256
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 # Frames at least this large are sent without a copy (pyzmq copies smaller ones anyway).
 _ZERO_COPY = 1 << 16
@@ -97,6 +104,9 @@ class SocketCore:
         self.frame: Optional[zmq.Frame] = None
         self.on_event: Optional[Callable[[int, int, str], None]] = None
         self.on_all_disconnected: Optional[Callable[[], None]] = None
+        #: A socket meant for a single peer (a client's bound socket): ``on_crowded()`` runs when a second connects.
+        self.bound_peer_limit = False
+        self.on_crowded: Optional[Callable[[], None]] = None
         #: Connections whose handshake completed and that have not dropped since.
         self.connections = 0
         self._monitor: Optional[zmq.Socket] = None
@@ -176,6 +186,30 @@ class SocketCore:
         self.after_send()
         return True
 
+    def send_waits(self, frames: Sequence[Any], deadline: Optional[float],
+                   timeout: Optional[float]) -> Iterator[Tuple[Optional[float], bool]]:
+        """The waits of a send whose first ``try_send`` found the socket full, until it goes.
+
+        Yields ``(seconds, True)`` for a ROUTER, whose POLLOUT means "some
+        pipe has room", not ours: sleep, then try again; the sleeps double up
+        to 0.5 s, so thousands of replies to a frozen peer do not spin the CPU
+        until heartbeats declare it lost. Other sockets yield ``(seconds left
+        or None, False)``: wait until writable. Raises TimeoutExpired(timeout)
+        once ``deadline`` (time.monotonic()) passed: then nothing was sent.
+        """
+        backoff = 0.001
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutExpired(timeout, "while sending (no peer is taking messages)")
+            if self._is_router:
+                yield (backoff if remaining is None else min(backoff, remaining)), True
+                backoff = min(backoff * 2, 0.5)
+            else:
+                yield remaining, False
+            if self.try_send(frames):
+                return
+
     # -- the monitor -------------------------------------------------------
     def read_monitor(self) -> bool:
         """Handle every monitor event queued now; False once the monitor can never read again."""
@@ -200,6 +234,8 @@ class SocketCore:
                     log.warning("%s", warning)
             if event == _HANDSHAKE_OK:
                 self.connections += 1
+                if self.connections > 1 and self.on_crowded is not None:
+                    self.on_crowded()
             elif event == _DISCONNECTED and self.connections:
                 self.connections -= 1
                 if not self.connections and self.on_all_disconnected is not None:

@@ -425,7 +425,7 @@ class Workers:
             if slot.proc is not None and slot.proc.poll() is not None:
                 self._reap(slot, now)
         if self._stop_at is not None and not router.stopping:
-            router.stopping = True
+            router.stop(now)
             self._drain_started = now
             for slot in self._slots:
                 slot.start_at = None
@@ -443,7 +443,7 @@ class Workers:
         assert self._stop_at is not None
         alive = [slot for slot in self._slots if slot.proc is not None]
         if not alive:
-            return True
+            return not self._router.refusing_for(now)  # a moment more of ServerStopping, like one server
         # Each worker cancels its calls by itself at its own --grace; only a shorter stop()
         # tells it sooner, with a second signal (as a second Ctrl-C does to zrpc serve).
         own = self._drain_started + (math.inf if self.grace is None else self.grace)

@@ -24,9 +24,11 @@ of each event (:class:`zrpc.core.protocol.HeaderReader`), never its args.
   name) and drops their later events. Waiting for the callers' heartbeats
   to notice would take up to three intervals for a call younger than one.
   No other channel is touched.
-* While stopping, a new call is answered here with ``ERR ServerStopping``
-  (the server session's refusal) and never reaches a worker; channels
-  already open keep flowing until their workers have drained.
+* While stopping (:meth:`stop`), a new call is answered here with ``ERR
+  ServerStopping`` (the server session's refusal) and never reaches a
+  worker; channels already open keep flowing until their workers have
+  drained, and the router answers a little longer as a lone server does
+  (:meth:`refusing_for`), so clients still sending learn to go elsewhere.
 * ``_zrpc_status`` is answered by the router itself (the driver fills in
   what it knows of the processes).
 
@@ -40,7 +42,7 @@ from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 from . import protocol
 from .protocol import HeaderReader
-from .server_session import STOPPING_REPLY
+from .server_session import STOPPING_REPLY, Stopping
 
 __all__ = ["ChannelRouter", "WorkerLoad", "STATUS_METHOD", "FORWARD", "DROP", "SEND", "STATUS", "ENDS"]
 
@@ -83,7 +85,7 @@ class _Route:
         self.envelope = envelope  # to answer the caller if its worker dies
 
 
-class ChannelRouter:
+class ChannelRouter(Stopping):
     """The channel table of a router over ``workers`` slots, and the calls in flight of each.
 
     ``heartbeat`` (seconds, or None) is the servers' interval: it sets when
@@ -96,7 +98,6 @@ class ChannelRouter:
             raise ValueError("a router needs at least one worker")
         self.workers = [WorkerLoad(i) for i in range(workers)]
         self.idle_after = IDLE_INTERVALS * heartbeat if heartbeat else None
-        self.stopping = False
         self._routes: Dict[Tuple[Hashable, Any], _Route] = {}
         self._reader = HeaderReader()
         self._picks = 0
@@ -135,6 +136,7 @@ class ChannelRouter:
         if name == STATUS_METHOD:
             return (STATUS, message_id)
         if self.stopping:
+            self._last_refusal = now
             return (SEND, self.answer(envelope, message_id, protocol.ERR, protocol.error_args(*STOPPING_REPLY, "")))
         if name in protocol.CONTROL_EVENTS:
             return _DROP  # a heartbeat or credit outside any channel: nothing to open

@@ -38,8 +38,8 @@ from .protocol import printable
 from .methods import MethodTable
 from .session import Session, Tracer
 
-__all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "QUEUED", "SEND", "CREDIT", "CANCEL",
-           "STOPPING_REPLY"]
+__all__ = ["ServerSession", "Stopping", "ServerCall", "Cancellation", "DEFAULT_MAX_PENDING", "START", "QUEUED", "SEND", "CREDIT",
+           "CANCEL", "STOPPING_REPLY"]
 
 log = logging.getLogger("zrpc.server")
 
@@ -93,7 +93,40 @@ class ServerCall(Channel):
         self.connection: Any = None  # the driver's handle on the caller's connection metadata
 
 
-class ServerSession(Session):
+#: Calls that may wait for room in the pool by default; more are refused with ServerBusy.
+DEFAULT_MAX_PENDING = 100_000
+
+
+class Stopping:
+    """When a stopping server may close: the refusals' half of a server session (and of the
+    router of ``zrpc serve --workers``, which refuses new calls itself).
+
+    The subclass sets ``_last_refusal = now`` whenever it answers ``ServerStopping``.
+    """
+
+    stopping = False
+    _stop_started = 0.0
+    _last_refusal = 0.0
+
+    #: After its calls are over, a stopping server keeps answering ServerStopping until no call came for
+    #: this long (seconds), so that clients still sending to it learn and go elsewhere instead of losing
+    #: calls to a closed socket; at most STOP_LINGER_MAX seconds after the stop began.
+    STOP_QUIET = 0.1
+    STOP_LINGER_MAX = 1.0
+
+    def stop(self, now: float) -> None:
+        """Refuse new calls from now on (ServerStopping: they never run, so callers may retry elsewhere)."""
+        if not self.stopping:
+            self.stopping = True
+            self._stop_started = self._last_refusal = now
+
+    def refusing_for(self, now: float) -> float:
+        """Seconds a stopping server whose calls are over should still answer before closing (0: close now)."""
+        end = min(self._last_refusal + self.STOP_QUIET, self._stop_started + self.STOP_LINGER_MAX)
+        return max(0.0, end - now)
+
+
+class ServerSession(Stopping, Session):
     """The protocol state of one server: open calls, the pool and its backlog, and the method table."""
 
     def __init__(
@@ -118,6 +151,8 @@ class ServerSession(Session):
         self.send_tracebacks = send_tracebacks
         self.stream_generators = stream_generators
         self.stopping = False
+        self._last_refusal = 0.0  # when a call was last refused with ServerStopping
+        self._stop_started = 0.0
         self.running = 0
         self.queued = 0  # calls in the backlog that are still wanted
         self._backlog: Deque[ServerCall] = deque()
@@ -169,6 +204,7 @@ class ServerSession(Session):
     def _accept(self, peer: Any, envelope: List[bytes], message_id: Any, name: str, args: Any,
                 now: float) -> Optional[Action]:
         if self.stopping:
+            self._last_refusal = now
             return self.reject(envelope, message_id, *STOPPING_REPLY)
         if name in protocol.CONTROL_EVENTS:
             log.debug("control event %s outside any channel (ignored)", name)
