@@ -153,11 +153,17 @@ def _client(workload: str, endpoint: str, duration: float, rounds: int, workers:
             "front_cpu_us": cpu / calls * 1e6}
 
 
+def _free_endpoint() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
 def measure(setup: str, workload: str, duration: float, rounds: int) -> Dict[str, Any]:
     """One run: a fresh server tree and a client process: {"value": calls/s (MiB/s for big),
     "front_cpu_us": CPU per call of the process the client talks to}."""
-    from .aio import _free_endpoint
-
     endpoint = _free_endpoint()
     server = _start(setup, endpoint)
     try:

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any, Dict, List, NoReturn
 
-__all__ = ["UsageError", "Parser", "new_parser", "add_general_options", "seconds", "count",
+__all__ = ["UsageError", "Parser", "new_parser", "add_general_options", "help_or_version", "seconds", "count",
            "parse_value", "parse_kwargs", "version"]
 
 
@@ -46,6 +46,17 @@ def add_general_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--traceback", action="store_true",
                        help="also print the remote traceback of a remote error"
                             " (serve: the traceback of an import error)")
+
+
+def help_or_version(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Print the help (-h) or the version (-V) if asked; True if so (the command is then done)."""
+    if args.help:
+        parser.print_help()
+        return True
+    if args.version:
+        print(version())
+        return True
+    return False
 
 
 def seconds(text: str) -> float:

@@ -14,7 +14,7 @@ from typing import Any, Dict
 from .calling import failure
 from .connection import CLIENT, add_connection_options, link, links, new_client
 from .output import Output
-from .parsing import UsageError, add_general_options, new_parser, seconds, version
+from .parsing import UsageError, add_general_options, help_or_version, new_parser, seconds
 from .status import EXIT_OK, EXIT_STATUS_HELP
 from .tracing import setup_logging
 
@@ -51,11 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Ask the server at ENDPOINT for its status and print it; return the exit status."""
-    if args.help:
-        parser.print_help()
-        return EXIT_OK
-    if args.version:
-        print(version())
+    if help_or_version(parser, args):
         return EXIT_OK
     connect = ([args.endpoint] if args.endpoint else []) + list(args.connect)
     if not connect and not args.bind:

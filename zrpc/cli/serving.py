@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable, List
 
 from .connection import SERVER, add_connection_options, link, links, new_server
-from .parsing import UsageError, add_general_options, count, new_parser, seconds, version
+from .parsing import UsageError, add_general_options, count, help_or_version, new_parser, seconds
 from .status import EXIT_OK, EXIT_STATUS_HELP
 from .supervising import run_workers, worker_count_of, workers_option
 from .tracing import setup_logging
@@ -70,11 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run ``zrpc serve`` as ``args`` say, until a signal stops the server; return the exit status."""
-    if args.help:
-        parser.print_help()
-        return EXIT_OK
-    if args.version:
-        print(version())
+    if help_or_version(parser, args):
         return EXIT_OK
     if not args.target:
         raise UsageError("no MODULE[:OBJECT] to serve, e.g. zrpc serve --bind tcp://127.0.0.1:4242 time")
