@@ -392,3 +392,15 @@ def test_a_caller_that_vanishes_leaks_nothing_in_the_router(shared):
         if caller.poll() is None:
             caller.kill()
             caller.communicate(timeout=10)
+
+
+def test_workers_serve_on_ipc_and_remove_its_file(tmp_path):
+    path = tmp_path / "sock"
+    server = WorkersServer(2, endpoint=f"ipc://{path}")
+    try:
+        server.wait_ready()
+        assert path.exists()
+        assert server.client.add(1, 2) == 3 and len({server.client.pid() for _ in range(4)}) == 2
+    finally:
+        server.close()
+    assert server.proc.returncode == 0 and not path.exists()

@@ -167,7 +167,8 @@ class Workers:
     ``curve_clients``, ``allow_ips``, ``deny_ips``: as for :class:`zrpc.Server`)
     applies to the endpoints bound or connected here; workers only listen on
     a private ipc directory. Inside a worker's method, ``zrpc.current_call()``
-    has ``peer_address`` and ``user_id`` None (the router holds the connections).
+    names the method, but its ``peer_address`` is the router's local ipc link
+    and its ``user_id`` None: the router holds the clients' connections.
     Not thread safe, except :meth:`stop`.
     """
 
@@ -209,6 +210,7 @@ class Workers:
                          *(["--pool-size", str(pool_size)] if pool_size else []), *serve_options]
         self._slots = [_Slot(load) for load in self._router.workers]
         self._endpoints: List[str] = []
+        self._bound: List[str] = []
         self._handlers: Dict[zmq.Socket, Callable[[], None]] = {}
         self._poller = zmq.Poller()
         self._watch(self._front, self._from_clients)
@@ -227,6 +229,7 @@ class Workers:
         self._front.bind(endpoint)
         bound = self._front.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._endpoints.append(bound)
+        self._bound.append(bound)
         return bound
 
     def connect(self, endpoint: str) -> str:
@@ -299,6 +302,12 @@ class Workers:
             self._drop_socket(slot)
         self._front.close(linger=int(_LINGER * 1000))
         self._context.term()
+        for endpoint in self._bound:
+            if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+                try:
+                    os.unlink(endpoint[len("ipc://"):])  # libzmq leaves the file; a stale one misleads the next bind
+                except OSError:
+                    pass
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> "Workers":
