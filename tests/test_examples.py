@@ -81,3 +81,7 @@ def test_events_example():
         "resized ['img0.png', 'img1.png', 'img2.png', 'img3.png', 'img4.png', 'img5.png']",
         "lonely pusher: timeout expired after 0.2s pushing resize(): no puller is connected, or all of them are full",
     ]
+
+
+def test_from_zerorpc_example():
+    assert run_example("from_zerorpc.py") == ["3", "7", "[3, 2, 1]", "req-1", "RemoteError NameError"]
