@@ -155,7 +155,20 @@ def _error_event(exc: BaseException, header: Dict[str, Any]) -> Event:
 
 
 # -- server side ---------------------------------------------------------------------
-class _ServerHooks:
+class _Interceptor:
+    """An interceptor that runs the hooks named ``_names`` of a middleware context, if it has any."""
+
+    _names: tuple
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def _hooks(self) -> Optional[Dict[str, List[Callable[..., Any]]]]:
+        hooks = _hooks_of(self._context)
+        return hooks if any(hooks.get(name) for name in self._names) else None
+
+
+class _ServerHooks(_Interceptor):
     """Runs zerorpc's server hooks around a call, as a zrpc server interceptor.
 
     ``server_after_exec`` runs once the reply is sent (for a stream, after
@@ -163,13 +176,11 @@ class _ServerHooks:
     before sending, which only differs for a hook that changes the reply.
     """
 
-    def __init__(self, context: Any) -> None:
-        self._context = context
+    _names = ("load_task_context", "server_before_exec", "server_after_exec", "server_inspect_exception")
 
     def __call__(self, call: Any, proceed: Callable[[], Any]) -> Any:
-        hooks = _hooks_of(self._context)
-        if not any(hooks.get(name) for name in ("load_task_context", "server_before_exec",
-                                                  "server_after_exec", "server_inspect_exception")):
+        hooks = self._hooks()
+        if hooks is None:
             return proceed()
         header = dict(call.header)
         for functor in hooks.get("load_task_context", ()):
@@ -204,7 +215,19 @@ def _inspect(hooks: Mapping[str, List[Callable[..., Any]]], request: Event, exc:
         functor(request, reply, task_context, exc_infos)
 
 
-class Server(_driver.Server):
+class _Resolving:
+    """zerorpc's ``bind``/``connect``: the ``resolve_endpoint`` hooks rewrite the endpoint first."""
+
+    _middleware: Any
+
+    def bind(self, endpoint: str, resolve: bool = True) -> str:
+        return super().bind(_resolve(self._middleware, endpoint) if resolve else endpoint)  # type: ignore[misc]
+
+    def connect(self, endpoint: str, resolve: bool = True) -> str:
+        return super().connect(_resolve(self._middleware, endpoint) if resolve else endpoint)  # type: ignore[misc]
+
+
+class Server(_Resolving, _driver.Server):
     """zerorpc's ``Server(methods=None, name=None, context=None, pool_size=None, heartbeat=5)``.
 
     Any of zrpc.Server's keyword options may follow (``interceptors`` run
@@ -219,24 +242,16 @@ class Server(_driver.Server):
         super().__init__(self if methods is None else methods, name, heartbeat=heartbeat, pool_size=pool_size,
                          context=_zmq_context(context), interceptors=interceptors, **options)
 
-    def bind(self, endpoint: str, resolve: bool = True) -> str:
-        return super().bind(_resolve(self._middleware, endpoint) if resolve else endpoint)
-
-    def connect(self, endpoint: str, resolve: bool = True) -> str:
-        return super().connect(_resolve(self._middleware, endpoint) if resolve else endpoint)
-
 
 # -- client side ---------------------------------------------------------------------
-class _ClientHooks:
+class _ClientHooks(_Interceptor):
     """Runs zerorpc's client hooks around a call, as a zrpc client interceptor."""
 
-    def __init__(self, context: Any) -> None:
-        self._context = context
+    _names = ("get_task_context", "client_before_request", "client_after_request", "client_handle_remote_error")
 
     def __call__(self, call: Any, proceed: Callable[[], Any]) -> Any:
-        hooks = _hooks_of(self._context)
-        if not any(hooks.get(name) for name in ("get_task_context", "client_before_request",
-                                                  "client_after_request", "client_handle_remote_error")):
+        hooks = self._hooks()
+        if hooks is None:
             return proceed()
         header = _task_context(hooks)
         request = Event(call.method, tuple(call.args), header)
@@ -306,7 +321,7 @@ class _ClientHooks:
 _CALL_OPTIONS = ("timeout", "async_", "async", "slots")
 
 
-class Client(_driver.Client):
+class Client(_Resolving, _driver.Client):
     """zerorpc's ``Client(connect_to=None, context=None, timeout=30, heartbeat=5, passive_heartbeat=False)``.
 
     ``client.add(1, 2)``, ``client("add", 1, 2)``; per call, zerorpc's
@@ -325,12 +340,6 @@ class Client(_driver.Client):
         if connect_to:
             for endpoint in [connect_to] if isinstance(connect_to, str) else connect_to:
                 self.connect(endpoint)
-
-    def connect(self, endpoint: str, resolve: bool = True) -> str:
-        return super().connect(_resolve(self._middleware, endpoint) if resolve else endpoint)
-
-    def bind(self, endpoint: str, resolve: bool = True) -> str:
-        return super().bind(_resolve(self._middleware, endpoint) if resolve else endpoint)
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """zerorpc's call: ``timeout``/``async_``/``async``/``slots`` are options, the rest goes to the method."""
