@@ -38,7 +38,7 @@ from .protocol import printable
 from .methods import MethodTable
 from .session import Session, Tracer
 
-__all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "QUEUED", "SEND", "CREDIT", "CANCEL"]
+__all__ = ["ServerSession", "ServerCall", "Cancellation", "DEFAULT_MAX_PENDING", "START", "QUEUED", "SEND", "CREDIT", "CANCEL"]
 
 log = logging.getLogger("zrpc.server")
 
@@ -87,6 +87,10 @@ class ServerCall(Channel):
         self.task: Any = None
         self.credit_ready: Any = None
         self.connection: Any = None  # the driver's handle on the caller's connection metadata
+
+
+#: Calls that may wait for room in the pool by default; more are refused with ServerBusy.
+DEFAULT_MAX_PENDING = 100_000
 
 
 class ServerSession(Session):
