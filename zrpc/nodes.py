@@ -7,13 +7,14 @@ which makes one of its transports (a :class:`zrpc.sockets.SocketCore`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import zmq
 
 from .core.client_session import ClientCall, ClientSession
 from .core.errors import AuthenticationFailed
-from .core.server_session import Cancellation, ServerCall, ServerSession
+from .core.intercept import Interceptor
+from .core.server_session import DEADLINE_PASSED, Cancellation, ServerCall, ServerSession
 from .core.session import Session
 from .sockets import SocketCore
 
@@ -105,6 +106,30 @@ class ServerBase(NodeBase):
     _session: ServerSession
     _transport: SocketCore
     _guard: Any  # a zrpc.security.ServerGuard, or None
+    #: Server interceptors, outermost first (empty: the serve path runs none of their code).
+    _interceptors: List[Interceptor]
+
+    @property
+    def interceptors(self) -> List[Interceptor]:
+        """The server's interceptors, outermost first (see the README's "Interceptors")."""
+        return list(self._interceptors)
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Counters and gauges for observers (zrpc.metrics): calls running and queued, bad messages,
+        callers lost (no heartbeat), calls refused because the queue was full."""
+        session = self._session
+        return {"running": session.running, "queued": session.queued, "bad_messages": session.bad_messages,
+                "callers_lost": session.callers_lost, "refused_busy": session.refused_busy}
+
+    def _beat(self, now: float) -> None:
+        """Heartbeats, then cancel the calls whose deadline passed (their callers stopped waiting)."""
+        super()._beat(now)
+        for call in self._session.overdue(now):
+            self._cancel(call, DEADLINE_PASSED)
+
+    def _cancel(self, call: ServerCall, why: Cancellation) -> None:
+        raise NotImplementedError
 
     @property
     def name(self) -> str:

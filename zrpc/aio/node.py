@@ -61,11 +61,11 @@ class Node(NodeBase):
         self._started = True
         for transport in self._transports:
             transport.start()
-        if self._session.table.tick and self._heartbeats is None and not self._closed:
+        if self._session.tick and self._heartbeats is None and not self._closed:
             self._heartbeats = self._loop.create_task(self._heartbeat_loop())
 
     async def _heartbeat_loop(self) -> None:
-        tick = self._session.table.tick
+        tick = self._session.tick
         while not self._closed:
             await asyncio.sleep(tick)
             self._beat(time.monotonic())

@@ -45,6 +45,7 @@ from ..core.server_session import (
     ServerCall,
     ServerSession,
 )
+from ..core.intercept import _CURRENT, Interceptor, current_call, run_chain
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import ServerBase
 from ..security import ServerGuard
@@ -63,22 +64,6 @@ _SYNC_MODES = ("thread", "inline")
 _AWAIT, _AGEN, _INLINE, _THREAD = "await", "agen", "inline", "thread"
 _DONE = object()
 
-_CURRENT: contextvars.ContextVar = contextvars.ContextVar("zrpc_aio_call")
-
-
-def current_call() -> Any:
-    """The caller (a :class:`zrpc.CallInfo`) of the remote method running in this task.
-
-    Works in the method's task (and threads it runs in); raises LookupError elsewhere.
-    """
-    from ..security import call_info
-
-    call = _CURRENT.get(None)
-    if call is None:
-        raise LookupError("current_call() works only inside a remote method, in its own task")
-    return call_info(call.method, call.connection)
-
-
 class Server(ServerBase, Node):
     """Serve the public callables of ``methods`` (an object, a module or a dict) from asyncio.
 
@@ -89,6 +74,9 @@ class Server(ServerBase, Node):
     ``threads`` for plain functions (see the module docstring). Security
     options are not supported yet on asyncio (TypeError). Make it inside a
     coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
+    ``interceptors`` are as for :class:`zrpc.Server`; one may be ``async
+    def``: ``proceed()`` returns an awaitable here (a plain interceptor
+    just returns it; ``zrpc.current_call()`` works in the call's task).
     """
 
     _kind = "Server"
@@ -112,6 +100,7 @@ class Server(ServerBase, Node):
         curve_clients: Any = None,
         allow_ips: Optional[Iterable[str]] = None,
         deny_ips: Optional[Iterable[str]] = None,
+        interceptors: Iterable[Interceptor] = (),
     ) -> None:
         if sync_methods not in _SYNC_MODES:
             raise ValueError(f"sync_methods must be one of {', '.join(_SYNC_MODES)}, not {sync_methods!r}")
@@ -131,6 +120,7 @@ class Server(ServerBase, Node):
         )
         super().__init__(session, context, socket_options)
         self._session: ServerSession = session
+        self._interceptors = list(interceptors)
         self._sync_methods = sync_methods
         self._threads = threads
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -255,10 +245,23 @@ class Server(ServerBase, Node):
         # The thread sees the call's context, so current_call() works there too.
         return self._loop.run_in_executor(self._pool, partial(contextvars.copy_context().run, func, *args))
 
+    async def _invoke(self, func: Callable[..., Any], how: str, args: Any, kwargs: Dict[str, Any]) -> Any:
+        """Run the method as ``how`` says; return its result (an async generator is not awaited)."""
+        if how is _AWAIT:
+            result = await func(*args, **kwargs)
+        elif how is _THREAD:
+            result = await self._in_thread(partial(func, *args, **kwargs))
+        else:
+            result = func(*args, **kwargs)
+        if inspect.isawaitable(result) and how is not _AGEN:
+            result = await result  # a plain function that returned a coroutine
+        return result
+
     async def _serve(self, call: ServerCall) -> None:
         session = self._session
         call.running = True
         _CURRENT.set(call)  # this task's own context
+        outcome, error, result = "ok", None, None
         try:
             try:
                 if call.cancelled is not None:
@@ -266,32 +269,41 @@ class Server(ServerBase, Node):
                 name, func, args, kwargs = session.methods.resolve(call.method, call.args)
                 call.method, call.args = name, None
                 how = self._how_to_run(func)
-                if how is _AWAIT:
-                    result = await func(*args, **kwargs)
-                elif how is _INLINE:
-                    result = func(*args, **kwargs)
-                elif how is _THREAD:
-                    result = await self._in_thread(partial(func, *args, **kwargs))
+                if self._interceptors:
+                    info = call.make_info()
+                    info.method, info.args, info.kwargs = name, tuple(args), kwargs
+                    result = run_chain(self._interceptors, info,
+                                       lambda: self._invoke(func, how, info.args, info.kwargs))
+                    if inspect.isawaitable(result):
+                        result = await result
                 else:
-                    result = func(*args, **kwargs)
-                if inspect.isawaitable(result) and how is not _AGEN:
-                    result = await result  # a plain function that returned a coroutine
+                    result = await self._invoke(func, how, args, kwargs)
                 if isinstance(result, types.AsyncGeneratorType):
+                    if call.info is not None:
+                        call.info.stream = True
                     await self._stream_async(call, result)
+                    result = None
                 elif session.streams(func, isinstance(result, types.GeneratorType)):
+                    if call.info is not None:
+                        call.info.stream = True
                     await self._stream(call, result, how is _THREAD)
+                    result = None
                 else:
                     await self._reply(call, session.reply(call, protocol.OK, [result]))
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 why = call.cancelled
                 if why is None:
+                    outcome, error = "cancelled", exc
                     raise  # not a zrpc cancel (the loop is shutting down)
+                outcome, error = "cancelled", exc
                 payload = session.cancelled_reply(call, why)
                 if payload is not None and call.credit > 0:
                     self._send_nowait(call, payload)
-            except (PeerUnreachable, ClosedError):
+            except (PeerUnreachable, ClosedError) as exc:
+                outcome, error = "cancelled", exc
                 log.info("call %s(): caller disconnected, result dropped", printable(call.method))
             except Exception as exc:
+                outcome, error = "error", exc
                 try:
                     await self._reply(call, session.error_reply(call, exc))
                 except (asyncio.CancelledError, PeerUnreachable, ClosedError):
@@ -303,6 +315,10 @@ class Server(ServerBase, Node):
                 self._launch(ready)
             if session.idle:
                 self._idle.set()
+            info = call.info
+            if info is not None:
+                info.reply_bytes = call.reply_bytes
+                info._finish(outcome, error, result)
 
     async def _reply(self, call: ServerCall, payload: bytes) -> None:
         """Send one encoded reply, waiting for the caller's credit first."""
@@ -310,6 +326,7 @@ class Server(ServerBase, Node):
             call.credit_ready = self._loop.create_future()
             await call.credit_ready
         call.credit -= 1
+        call.reply_bytes += len(payload)
         await self._send(call, payload)
 
     async def _stream(self, call: ServerCall, iterable: Any, threaded: bool) -> None:

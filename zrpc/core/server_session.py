@@ -35,10 +35,11 @@ from typing import Any, Deque, Hashable, List, Optional, Tuple
 from . import protocol
 from .channel import Channel
 from .protocol import printable
+from .intercept import CallInfo, request_timeout
 from .methods import MethodTable
 from .session import Session, Tracer
 
-__all__ = ["ServerSession", "ServerCall", "Cancellation", "START", "QUEUED", "SEND", "CREDIT", "CANCEL"]
+__all__ = ["ServerSession", "ServerCall", "Cancellation", "DEADLINE_PASSED", "DEADLINE_TICK", "START", "QUEUED", "SEND", "CREDIT", "CANCEL"]
 
 log = logging.getLogger("zrpc.server")
 
@@ -61,6 +62,12 @@ class Cancellation:
 CANCELLED_BY_CALLER = Cancellation("cancelled by the caller")
 CALLER_LOST = Cancellation("caller lost")
 SERVER_STOPPED = Cancellation("server stopped", ("ServerStopped", "the server stopped before the call finished"))
+DEADLINE_PASSED = Cancellation("its deadline passed", ("DeadlineExceeded", "the call's deadline (the caller's "
+                                                        "timeout) passed before it finished on the server"))
+
+#: The longest a call may outlive its deadline before the sweep cancels it (seconds).
+#: Deadlines are checked by the periodic sweep that also sends heartbeats: no timer per call.
+DEADLINE_TICK = 0.25
 
 
 class ServerCall(Channel):
@@ -72,14 +79,22 @@ class ServerCall(Channel):
     """
 
     __slots__ = ("envelope", "method", "args", "credit", "waiting", "running", "cancelled", "task",
-                 "credit_ready", "connection")
+                 "credit_ready", "connection", "header", "deadline", "started", "size", "reply_bytes", "info")
 
     def __init__(self, key: Hashable, channel_id: Any, envelope: List[bytes], method: str, args: Any,
-                 now: float) -> None:
+                 now: float, header: Any = None, size: int = 0) -> None:
         super().__init__(key, channel_id, key[0], now)
         self.envelope = envelope
         self.method = method
         self.args = args
+        self.header = header
+        self.started = now
+        self.size = size  # bytes of the request
+        self.reply_bytes = 0  # bytes of every reply sent, kept by the driver
+        timeout = request_timeout(header) if header is not None and len(header) > 2 else None
+        self.deadline = None if timeout is None else now + timeout
+        #: Its CallInfo, made when an interceptor or current_call() first needs it.
+        self.info: Optional[CallInfo] = None
         self.credit = 1  # the implicit initial credit of the protocol
         self.waiting = False  # in the backlog, waiting for room in the pool
         self.running = False  # set by the driver while the call's task runs it
@@ -87,6 +102,26 @@ class ServerCall(Channel):
         self.task: Any = None
         self.credit_ready: Any = None
         self.connection: Any = None  # the driver's handle on the caller's connection metadata
+
+    def make_info(self) -> CallInfo:
+        """This call's CallInfo (made once; peer and key read from the connection's metadata now)."""
+        info = self.info
+        if info is None:
+            frame = self.connection
+            info = self.info = CallInfo(self.method, self.header or {}, _metadata(frame, "Peer-Address"),
+                                        _metadata(frame, "User-Id"), self.deadline, self.started, self.size)
+        return info
+
+
+def _metadata(frame: Any, name: str) -> Optional[str]:
+    """A property of the zmq Frame a request came in (None if unknown or gone)."""
+    if frame is None:
+        return None
+    try:
+        value = frame.get(name)
+    except Exception:  # zmq.ZMQError (no such property), or not a Frame
+        return None
+    return value or None
 
 
 class ServerSession(Session):
@@ -116,6 +151,10 @@ class ServerSession(Session):
         self.stopping = False
         self.running = 0
         self.queued = 0  # calls in the backlog that are still wanted
+        # Counters for observers (zrpc.metrics reads them when scraped): no hook on the fast path.
+        self.bad_messages = 0
+        self.callers_lost = 0
+        self.refused_busy = 0
         self._backlog: Deque[ServerCall] = deque()
 
     @property
@@ -139,6 +178,7 @@ class ServerSession(Session):
             header, name, args = protocol.decode(frames[-1], self.max_message_size)
         except protocol.ProtocolError as exc:
             header = exc.header
+            self.bad_messages += 1
             log.warning("bad message from peer %s: %s", peer_repr(peer), printable(str(exc), 300))
             if header is not None and header.get("response_to") is None:
                 return self.reject(envelope, header["message_id"], "ProtocolError", str(exc))
@@ -160,10 +200,11 @@ class ServerSession(Session):
             if name != protocol.HEARTBEAT:
                 log.debug("unexpected event %s on an open channel (ignored)", printable(name))
             return None
-        return self._accept(peer, envelope, header["message_id"], name, args, now)
+        return self._accept(peer, envelope, header, name, args, now, len(frames[-1]))
 
-    def _accept(self, peer: Any, envelope: List[bytes], message_id: Any, name: str, args: Any,
-                now: float) -> Optional[Action]:
+    def _accept(self, peer: Any, envelope: List[bytes], header: Any, name: str, args: Any,
+                now: float, size: int) -> Optional[Action]:
+        message_id = header["message_id"]
         if self.stopping:
             return self.reject(envelope, message_id, "ServerStopping", "the server is shutting down; retry elsewhere")
         if name in protocol.CONTROL_EVENTS:
@@ -174,17 +215,18 @@ class ServerSession(Session):
             log.warning("duplicate message id %s from %s (ignored)", printable(message_id), peer_repr(peer))
             return None
         if self.pool_size is None or self.running < self.pool_size:
-            call = ServerCall(key, message_id, envelope, name, args, now)
+            call = ServerCall(key, message_id, envelope, name, args, now, header, size)
             self.table.add(call)
             self.running += 1
             return (START, call)
         if self.max_pending is not None and self.queued >= self.max_pending:
+            self.refused_busy += 1
             log.warning("refused a call to %s(): %d calls already wait (max_pending)",
                         printable(name), self.queued)
             return self.reject(envelope, message_id, "ServerBusy",
                                f"the server has {self.queued} calls waiting already (max_pending); "
                                "retry later or elsewhere")
-        call = ServerCall(key, message_id, envelope, name, args, now)
+        call = ServerCall(key, message_id, envelope, name, args, now, header, size)
         self.table.add(call)
         self._backlog.append(call)
         call.waiting = True
@@ -242,6 +284,18 @@ class ServerSession(Session):
             return False, None
         return call.running, None
 
+    @property
+    def tick(self) -> Optional[float]:
+        """How often the driver sweeps: for heartbeats, and at least every DEADLINE_TICK for deadlines."""
+        tick = self.table.tick
+        return DEADLINE_TICK if tick is None else min(tick, DEADLINE_TICK)
+
+    def overdue(self, now: float) -> List[ServerCall]:
+        """The calls (running or queued) whose deadline has passed at ``now``; the driver cancels them."""
+        return [call for call in self.table.channels.values()
+                if isinstance(call, ServerCall) and call.deadline is not None and call.deadline <= now
+                and call.cancelled is None]
+
     def open_calls(self) -> List[ServerCall]:
         """Every call running or queued (for a stop that cancels them)."""
         return [call for call in self.table if isinstance(call, ServerCall)]
@@ -249,6 +303,7 @@ class ServerSession(Session):
     def lost(self, call: Channel) -> Cancellation:
         """A caller went silent: log it and say how to stop its call."""
         assert isinstance(call, ServerCall)
+        self.callers_lost += 1
         log.warning("lost the caller of %s() (no heartbeat for %gs); cancelling it",
                     printable(call.method), self.lost_after)
         return CALLER_LOST

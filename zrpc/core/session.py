@@ -60,6 +60,11 @@ class Session:
         self.table.record_ping(channel, now)
 
     @property
+    def tick(self) -> Optional[float]:
+        """How often the driver should call :meth:`heartbeats` (None: never)."""
+        return self.table.tick
+
+    @property
     def lost_after(self) -> float:
         """Seconds of silence after which the remote is declared lost (0 without heartbeats)."""
         return 2 * (self.heartbeat or 0)

@@ -49,7 +49,7 @@ class Node(NodeBase):
         self._started = True
         for transport in self._transports:
             transport.start()
-        if self._session.table.tick and self._heartbeats is None:
+        if self._session.tick and self._heartbeats is None:
             self._heartbeats = gevent.spawn(self._heartbeat_loop)
 
     def _close_io(self) -> None:
@@ -69,7 +69,7 @@ class Node(NodeBase):
                 log.warning("zmq did not finish closing within %gs", self.CLOSE_LINGER + 1)
 
     def _heartbeat_loop(self) -> None:
-        tick = self._session.table.tick
+        tick = self._session.tick
         while not self._closed:
             gevent.sleep(tick)
             self._beat(time.monotonic())

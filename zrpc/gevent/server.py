@@ -32,8 +32,8 @@ from ..core.server_session import (
     ServerCall,
     ServerSession,
 )
+from ..core.intercept import _CURRENT, Interceptor, run_chain
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..security import _CALLS
 from ..nodes import ServerBase
 from .node import Node
 from ..security import ServerGuard
@@ -79,7 +79,9 @@ class Server(ServerBase, Node):
     directory of certificates re-read when it changes) limits which clients
     may connect; ``allow_ips``/``deny_ips`` (addresses or CIDR networks)
     apply with or without CURVE. Inside a method, ``zrpc.current_call()``
-    tells who is calling.
+    tells who is calling, with the headers and deadline of the call.
+    ``interceptors`` wrap every call: ``interceptor(call, proceed)``, the
+    first outermost (see the README's "Interceptors, deadlines and metrics").
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Server(ServerBase, Node):
         curve_clients: Any = None,
         allow_ips: Optional[Iterable[str]] = None,
         deny_ips: Optional[Iterable[str]] = None,
+        interceptors: Iterable[Interceptor] = (),
     ) -> None:
         if methods is None:
             methods = self  # subclass style: class MyService(zrpc.Server)
@@ -116,6 +119,7 @@ class Server(ServerBase, Node):
         )
         super().__init__(session, context, socket_options)
         self._session: ServerSession = session
+        self._interceptors = list(interceptors)
         self._guard = ServerGuard.create(ZapDriver, self._context, curve_secret_key, curve_clients, allow_ips, deny_ips)
         if self._guard is not None:
             self._socket_setups.append(self._guard.setup)
@@ -239,29 +243,40 @@ class Server(ServerBase, Node):
     def _serve(self, call: ServerCall) -> None:
         session = self._session
         call.running = True
-        worker = gevent.getcurrent()
-        _CALLS[worker] = call  # zrpc.current_call() looks the call up by greenlet
+        _CURRENT.set(call)  # zrpc.current_call(): each greenlet has its own context
+        outcome, error, result = "ok", None, None
         try:
             try:
                 if call.cancelled is not None:
                     raise _Cancelled(call.cancelled)
                 name, func, args, kwargs = session.methods.resolve(call.method, call.args)
                 call.method, call.args = name, None
-                result = func(*args, **kwargs)
+                if self._interceptors:
+                    info = call.make_info()
+                    info.method, info.args, info.kwargs = name, tuple(args), kwargs
+                    result = run_chain(self._interceptors, info, lambda: func(*info.args, **info.kwargs))
+                else:
+                    result = func(*args, **kwargs)
                 if session.streams(func, isinstance(result, types.GeneratorType)):
+                    if call.info is not None:
+                        call.info.stream = True
                     self._stream(call, result)
+                    result = None
                 else:
                     self._reply(call, session.reply(call, protocol.OK, [result]))
             except _Cancelled as cancel:
+                outcome, error = "cancelled", cancel
                 payload = session.cancelled_reply(call, cancel.why)
                 if payload is not None:
                     try:
                         self._reply(call, payload)
                     except (PeerUnreachable, ClosedError):
                         pass
-            except (PeerUnreachable, ClosedError):
+            except (PeerUnreachable, ClosedError) as exc:
+                outcome, error = "cancelled", exc
                 log.info("call %s(): caller disconnected, result dropped", printable(call.method))
             except Exception as exc:
+                outcome, error = "error", exc
                 try:
                     self._reply(call, session.error_reply(call, exc))
                 except (_Cancelled, PeerUnreachable, ClosedError):
@@ -269,11 +284,15 @@ class Server(ServerBase, Node):
         finally:
             call.running = False  # from here on, no cancel may reach this greenlet
             call.connection = None
-            _CALLS.pop(worker, None)
+            _CURRENT.set(None)
             for ready in session.finished(call):
                 self._launch(ready)
             if not session.running and not session.queued:
                 self._idle.set()
+            info = call.info
+            if info is not None:
+                info.reply_bytes = call.reply_bytes
+                info._finish(outcome, error, result)
 
     def _reply(self, call: ServerCall, payload: bytes) -> None:
         """Send one encoded reply, waiting for the caller's credit first."""
@@ -283,6 +302,7 @@ class Server(ServerBase, Node):
             call.credit_ready.clear()
             call.credit_ready.wait()
         call.credit -= 1
+        call.reply_bytes += len(payload)
         self._send(call, payload)
 
     def _stream(self, call: ServerCall, iterable: Any) -> None:
