@@ -13,7 +13,7 @@ import zmq
 
 from .core.client_session import ClientCall, ClientSession
 from .core.errors import AuthenticationFailed
-from .core.intercept import Interceptor
+from .core.intercept import ClientCallInfo, Interceptor, run_chain, validate_headers
 from .core.server_session import DEADLINE_PASSED, Cancellation, ServerCall, ServerSession
 from .core.session import Session
 from .sockets import SocketCore
@@ -191,8 +191,52 @@ class ClientBase(NodeBase):
     _session: ClientSession
     _timeout: Optional[float]
     _guard: Any  # a zrpc.security.ClientGuard
-    #: The driver's view class for ``with_options``: ``_options_class(client, timeout)``.
+    #: The driver's view class for ``with_options``: ``_options_class(client, timeout, headers)``.
     _options_class: Callable[..., Any]
+    #: Client interceptors, outermost first (empty: calls run none of their code).
+    _interceptors: List[Interceptor] = []
+    _headers: Optional[Dict[str, Any]] = None
+
+    def _init_calling(self, headers: Optional[Mapping[str, Any]], interceptors: Any) -> None:
+        """Validate the headers every call sends, and keep the interceptors."""
+        self._headers = validate_headers(headers)
+        self._interceptors = list(interceptors or ())
+
+    @property
+    def headers(self) -> Dict[str, Any]:
+        """The headers every call of this client sends (``with_options`` adds more)."""
+        return dict(self._headers or ())
+
+    def _intercepted(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
+                     headers: Optional[Dict[str, Any]], async_: bool) -> Any:
+        """Make a call through the interceptors: what the caller gets (value, or the future if ``async_``)."""
+        return self._run_chain(ClientCallInfo(method, args, kwargs, headers, timeout, async_))
+
+    def _run_chain(self, info: ClientCallInfo) -> Any:
+        def send() -> Any:
+            future = self._start(info.method, info.args, info.kwargs, info.timeout, validate_headers(info.headers))
+            if info.async_:
+                self._watch(future, info)
+                return future
+            return self._wait(future, info)
+
+        try:
+            return run_chain(self._interceptors, info, send)
+        except BaseException as exc:
+            info._settle(exc)  # nothing sent (or already settled: then a no-op)
+            raise
+
+    def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
+               headers: Optional[Dict[str, Any]] = None) -> Any:
+        raise NotImplementedError
+
+    def _watch(self, future: Any, info: ClientCallInfo) -> None:
+        """Settle ``info`` when ``future`` is done."""
+        raise NotImplementedError
+
+    def _wait(self, future: Any, info: ClientCallInfo) -> Any:
+        """What a plain call returns: the result (or, on asyncio, an awaitable of it), settling ``info``."""
+        raise NotImplementedError
 
     @property
     def timeout(self) -> Optional[float]:
@@ -264,14 +308,19 @@ class ClientBase(NodeBase):
         self._session.endpoints.append(bound)
         return bound
 
-    def with_options(self, *, timeout: Any = UNSET) -> Any:
+    def with_options(self, *, timeout: Any = UNSET, headers: Optional[Mapping[str, Any]] = None) -> Any:
         """A view of this client (same connection) whose calls use these options.
 
         ``client.with_options(timeout=2).add(1, 2)``; ``timeout=None`` waits
-        forever. The view has ``call``, ``call_async``, ``batch`` and
+        forever. ``headers`` are added to the client's own (validated now:
+        str keys, not ``zrpc_*`` nor the protocol's, scalar values, 8 KiB in
+        all). The view has ``call``, ``call_async``, ``batch`` and
         attribute-style methods.
         """
-        return self._options_class(self, self._timeout if timeout is UNSET else timeout)
+        merged = self._headers
+        if headers:
+            merged = validate_headers({**(merged or {}), **headers})
+        return self._options_class(self, self._timeout if timeout is UNSET else timeout, merged)
 
     def _send_request(self, call: ClientCall, frames: List[Any], now: float) -> bool:
         """Hand a request to the first socket, in the session's order, that is up and can take it now."""

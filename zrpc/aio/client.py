@@ -10,17 +10,19 @@ it) sends zrpc's cancel, so the server stops the work at once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import deque
 from functools import partial
-from typing import Any, Deque, Dict, Generator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Deque, Dict, Generator, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
 from ..core.calling import CallQueue, Caller, OptionsView
 from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
 from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
+from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import ClientBase
 from ..security import ClientGuard
@@ -153,7 +155,13 @@ class Call:
         """Start the call (if not yet) and return its future."""
         if self._future is None:
             caller = self._caller
-            self._future = caller._client._start(self._method, self._args, self._kwargs, caller._timeout)
+            client = caller._client
+            if client._interceptors:  # the chain runs in a task of its own (with a copy of this context)
+                self._future = asyncio.ensure_future(client._call_intercepted(
+                    self._method, self._args, self._kwargs, caller._timeout, caller._headers))
+            else:
+                self._future = client._start(self._method, self._args, self._kwargs, caller._timeout,
+                                             caller._headers)
         return self._future
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -213,6 +221,9 @@ class Client(_Caller, ClientBase, Node):
     ``trace``) with the same meaning; CURVE is not supported yet on asyncio
     (TypeError). Make it inside a coroutine: it belongs to the running loop,
     and any number of tasks of that loop may share it. ``async with`` closes it.
+    ``headers``, ``interceptors`` and ``inherit_deadline`` are as for
+    :class:`zrpc.Client`; an interceptor may be ``async def`` (``proceed()``
+    returns an awaitable of the result here; for ``call_async``, the future).
     """
 
     _options_class = _Options
@@ -231,10 +242,14 @@ class Client(_Caller, ClientBase, Node):
         trace: Optional[Tracer] = None,
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
+        headers: Optional[Mapping[str, Any]] = None,
+        interceptors: Iterable[Interceptor] = (),
+        inherit_deadline: bool = True,
     ) -> None:
         session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
-                                max_message_size=max_message_size, trace=trace)
+                                max_message_size=max_message_size, trace=trace, inherit_deadline=inherit_deadline)
         Node.__init__(self, session, context, socket_options)
+        self._init_calling(headers, interceptors)
         self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
         self._socket_setups.append(self._guard.setup)
         self._session: ClientSession = session
@@ -267,14 +282,15 @@ class Client(_Caller, ClientBase, Node):
 
     # -- starting a call --------------------------------------------------------
     def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
-               timeout: Optional[float]) -> asyncio.Future:
+               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None) -> asyncio.Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self._closed:
             raise ClosedError("the client is closed")
         loop = self._loop
         start = time.monotonic()
-        call, payload = self._session.request(method, args, kwargs, timeout, start)
+        call, payload = self._session.request(method, args, kwargs, timeout, start, headers)
+        timeout = call.timeout  # at most what remains of the deadline of the call being served
         call.future = future = loop.create_future()
         future.add_done_callback(partial(self._on_done, call))
         frames = [b"", payload]
@@ -283,6 +299,30 @@ class Client(_Caller, ClientBase, Node):
         if not self._send_request(call, frames, start):
             loop.create_task(self._send_request_slowly(call, frames, future))
         return future
+
+    async def _call_intercepted(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
+                                timeout: Optional[float], headers: Optional[Dict[str, Any]]) -> Any:
+        info = ClientCallInfo(method, args, kwargs, headers, timeout, False)
+        try:
+            result = self._run_chain(info)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except BaseException as exc:
+            info._settle(exc)
+            raise
+
+    def _watch(self, future: asyncio.Future, info: ClientCallInfo) -> None:
+        future.add_done_callback(lambda done: info._settle(*_outcome_of(done)))
+
+    async def _wait(self, future: asyncio.Future, info: ClientCallInfo) -> Any:
+        try:
+            value = await future
+        except BaseException as exc:
+            info._settle(exc)
+            raise
+        info._settle(None, value)
+        return value
 
     async def _send_request_slowly(self, call: ClientCall, frames: List[Any], future: asyncio.Future) -> None:
         """Wait until some socket is up with room; the call's timer (or a cancel) ends the wait."""
@@ -389,6 +429,13 @@ class Client(_Caller, ClientBase, Node):
             self._fail(call, exc)  # the server takes nothing: without credit it never sends again
             return
         call.window.sent(amount)
+
+def _outcome_of(future: asyncio.Future) -> Tuple[Optional[BaseException], Any]:
+    if future.cancelled():
+        return asyncio.CancelledError(), None
+    error = future.exception()
+    return error, None if error is not None else future.result()
+
 
 class Batch(CallQueue):
     """Calls queued, then sent together: ``i = batch.add(1, 2)``; ``results = await batch.run()``.

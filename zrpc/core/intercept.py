@@ -187,20 +187,19 @@ class CallInfo(_Outcome):
     ``reply_bytes``.
     """
 
-    __slots__ = ("method", "args", "kwargs", "header", "_headers", "peer_address", "user_id", "message_id",
+    __slots__ = ("method", "args", "kwargs", "header", "_headers", "_connection", "_peer", "message_id",
                  "deadline", "stream", "request_bytes", "reply_bytes")
 
-    def __init__(self, method: str, header: Mapping[str, Any], peer_address: Optional[str],
-                 user_id: Optional[str], deadline: Optional[float], started: float,
-                 request_bytes: int = 0) -> None:
+    def __init__(self, method: str, header: Mapping[str, Any], connection: Any, deadline: Optional[float],
+                 started: float, request_bytes: int = 0) -> None:
         super().__init__(started)
         self.method = method
         self.args: tuple = ()
         self.kwargs: Dict[str, Any] = {}
         self.header = header
         self._headers: Optional[Dict[str, Any]] = None
-        self.peer_address = peer_address
-        self.user_id = user_id
+        self._connection = connection  # the zmq Frame the request came in: its metadata, read when asked
+        self._peer: Optional[tuple] = None
         self.message_id = header.get("message_id")
         self.deadline = deadline
         self.stream = False
@@ -214,6 +213,24 @@ class CallInfo(_Outcome):
             self._headers = user_headers(self.header)
         return self._headers
 
+    @property
+    def peer_address(self) -> Optional[str]:
+        """The caller's IP address (None over ipc or inproc)."""
+        return self._peer_info()[0]
+
+    @property
+    def user_id(self) -> Optional[str]:
+        """Under CURVE, the caller's public key (Z85 text) as the server admitted it; else None."""
+        return self._peer_info()[1]
+
+    def _peer_info(self) -> tuple:
+        peer = self._peer
+        if peer is None:
+            frame = self._connection
+            peer = self._peer = (_metadata(frame, "Peer-Address"), _metadata(frame, "User-Id"))
+            self._connection = None
+        return peer
+
     def remaining(self) -> Optional[float]:
         """Seconds until the deadline (negative once passed), or None without a deadline."""
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -221,6 +238,17 @@ class CallInfo(_Outcome):
     def __repr__(self) -> str:
         return (f"<CallInfo {protocol.printable(self.method)}() from {self.peer_address or '?'}"
                 f"{'' if self.outcome is None else ': ' + self.outcome}>")
+
+
+def _metadata(frame: Any, name: str) -> Optional[str]:
+    """A property of the zmq Frame a request came in (None if unknown)."""
+    if frame is None:
+        return None
+    try:
+        value = frame.get(name)
+    except Exception:  # zmq.ZMQError: no such property (or not a Frame)
+        return None
+    return value or None
 
 
 class ClientCallInfo(_Outcome):

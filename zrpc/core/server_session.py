@@ -104,24 +104,12 @@ class ServerCall(Channel):
         self.connection: Any = None  # the driver's handle on the caller's connection metadata
 
     def make_info(self) -> CallInfo:
-        """This call's CallInfo (made once; peer and key read from the connection's metadata now)."""
+        """This call's CallInfo (made once)."""
         info = self.info
         if info is None:
-            frame = self.connection
-            info = self.info = CallInfo(self.method, self.header or {}, _metadata(frame, "Peer-Address"),
-                                        _metadata(frame, "User-Id"), self.deadline, self.started, self.size)
+            info = self.info = CallInfo(self.method, self.header or {}, self.connection, self.deadline,
+                                        self.started, self.size)
         return info
-
-
-def _metadata(frame: Any, name: str) -> Optional[str]:
-    """A property of the zmq Frame a request came in (None if unknown or gone)."""
-    if frame is None:
-        return None
-    try:
-        value = frame.get(name)
-    except Exception:  # zmq.ZMQError (no such property), or not a Frame
-        return None
-    return value or None
 
 
 class ServerSession(Session):

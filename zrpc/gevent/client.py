@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import gevent
 import zmq
@@ -20,6 +20,7 @@ from gevent.event import AsyncResult, Event
 from ..core.calling import CallQueue, Caller, OptionsView
 from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
 from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
+from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import ClientBase
 from .node import Node
@@ -139,7 +140,10 @@ class _Caller(Caller):
 
         Raises RemoteError, TimeoutExpired, LostRemote or KeywordArgumentsUnsupported.
         """
-        return self._client._start(method, args, kwargs, self._timeout).get()
+        client = self._client
+        if client._interceptors:
+            return client._intercepted(method, args, kwargs, self._timeout, self._headers, False)
+        return client._start(method, args, kwargs, self._timeout, self._headers).get()
 
     def batch(self) -> "Batch":
         """A Batch that sends queued calls together (see :class:`Batch`)."""
@@ -167,6 +171,11 @@ class Client(_Caller, ClientBase, Node):
     file) turns on CURVE; ``curve_secret_key`` is this client's key (an
     ephemeral pair is made if None). A refused handshake fails the calls
     with AuthenticationFailed.
+    ``headers`` go with every call (see :meth:`with_options`);
+    ``interceptors`` wrap every call: ``interceptor(call, proceed)``, the
+    first outermost. A call made while serving a call (inside a remote
+    method) waits at most what remains of that call's deadline, unless
+    ``inherit_deadline=False``.
     """
 
     _socket_type = zmq.DEALER
@@ -186,13 +195,17 @@ class Client(_Caller, ClientBase, Node):
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
         passive_heartbeat: bool = False,
+        headers: Optional[Mapping[str, Any]] = None,
+        interceptors: Iterable[Interceptor] = (),
+        inherit_deadline: bool = True,
     ) -> None:
         if passive_heartbeat:
             # zerorpc code passes it; zrpc's heartbeats already work against passive peers.
             log.debug("passive_heartbeat=True ignored: zrpc always sends heartbeats")
         session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
-                                max_message_size=max_message_size, trace=trace)
+                                max_message_size=max_message_size, trace=trace, inherit_deadline=inherit_deadline)
         Node.__init__(self, session, context, socket_options)
+        self._init_calling(headers, interceptors)
         self._session: ClientSession = session
         self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
         self._socket_setups.append(self._guard.setup)
@@ -229,7 +242,7 @@ class Client(_Caller, ClientBase, Node):
 
     # -- starting a call ------------------------------------------------------
     def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
-               timeout: Optional[float]) -> Future:
+               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None) -> Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self.closed:
@@ -239,7 +252,8 @@ class Client(_Caller, ClientBase, Node):
                 "this zrpc.Client belongs to another thread: gevent objects cannot be shared "
                 "between threads; make one Client per thread (or call from the thread that made it)")
         start = time.monotonic()
-        call, payload = self._session.request(method, args, kwargs, timeout, start)
+        call, payload = self._session.request(method, args, kwargs, timeout, start, headers)
+        timeout = call.timeout  # at most what remains of the deadline of the call being served
         call.future = future = AsyncResult()
         frames = [b"", payload]
         if not self._send_request(call, frames, start):
@@ -278,6 +292,18 @@ class Client(_Caller, ClientBase, Node):
                 raise ClosedError("the client was closed")
             if self._send_request(call, frames, time.monotonic()):
                 return
+
+    def _watch(self, future: Future, info: ClientCallInfo) -> None:
+        future.rawlink(lambda done: info._settle(done.exception, done.value))
+
+    def _wait(self, future: Future, info: ClientCallInfo) -> Any:
+        try:
+            value = future.get()
+        except BaseException as exc:
+            info._settle(exc)
+            raise
+        info._settle(None, value)
+        return value
 
     # -- events from the server -------------------------------------------------
     def _on_frames(self, frames: List[Any]) -> None:
