@@ -338,6 +338,7 @@ class Server(ServerBase, Node):
                 if item is _DONE:
                     break
                 await self._reply(call, session.reply(call, protocol.STREAM, item))
+                call.deadline = None  # a stream's items are paced by its reader, not by its deadline
             await self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
         finally:
             close = getattr(iterator, "close", None)
@@ -352,6 +353,7 @@ class Server(ServerBase, Node):
         try:
             async for item in agen:
                 await self._reply(call, session.reply(call, protocol.STREAM, item))
+                call.deadline = None  # a stream's items are paced by its reader, not by its deadline
             await self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
         finally:
             await agen.aclose()

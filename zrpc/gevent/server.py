@@ -312,6 +312,7 @@ class Server(ServerBase, Node):
             for item in iterator:
                 # Encode first: a value msgpack refuses must not use up the caller's credit.
                 self._reply(call, session.reply(call, protocol.STREAM, item))
+                call.deadline = None  # a stream's items are paced by its reader, not by its deadline
             self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
         finally:
             close = getattr(iterator, "close", None)
