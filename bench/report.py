@@ -202,6 +202,10 @@ def targets() -> List[Target]:
                "seq.curve_ratio", "zrpc", ">=", 0.75),
         Target("CURVE costs at most 25%: conc calls/s CURVE / plain >= 0.75",
                "conc.curve_ratio", "zrpc", ">=", 0.75),
+        Target("metrics cost at most 10%: seq calls/s metrics / none >= 0.9",
+               "seq.metrics_ratio", "zrpc", ">=", 0.9),
+        Target("metrics cost at most 10%: conc calls/s metrics / none >= 0.9",
+               "conc.metrics_ratio", "zrpc", ">=", 0.9),
     ]
 
 

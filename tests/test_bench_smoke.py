@@ -15,6 +15,7 @@ CASES = {
     "seq": FRAMEWORKS, "seq-hb0": ("zrpc", "zerorpc"), "conc": FRAMEWORKS, "sleep-1000": FRAMEWORKS,
     "big-1MiB": FRAMEWORKS, "stream-fast": ("zrpc", "zerorpc"), "stream-slow": ("zrpc", "zerorpc"),
     "batch": FRAMEWORKS, "idle": FRAMEWORKS, "seq-curve": ("zrpc",), "conc-curve": ("zrpc",),
+    "seq-metrics": ("zrpc",), "conc-metrics": ("zrpc",),
 }
 
 

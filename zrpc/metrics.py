@@ -13,18 +13,19 @@ What it records (names take the ``namespace``, "zrpc" by default):
 * ``zrpc_server_bad_messages_total``, ``zrpc_server_callers_lost_total`` (no heartbeat for two
   intervals), ``zrpc_server_calls_refused_busy_total`` (max_pending reached).
 
-The interceptor only registers a done callback; the gauges and the last
-counters are read from :attr:`zrpc.Server.stats` when scraped, so the
-server pays nothing for them. The core of zrpc never imports this module.
+The interceptor only registers a done callback that bumps a few ints; the
+gauges and the last counters are read from :attr:`zrpc.Server.stats` when
+scraped, so the server pays nothing for them. The core of zrpc never imports this module.
 """
 from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+from bisect import bisect_left
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 __all__ = ["ServerMetrics", "serve_metrics", "DEFAULT_BUCKETS"]
 
@@ -33,28 +34,37 @@ DEFAULT_BUCKETS: Tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.
                                       0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class ServerMetrics:
-    """A server interceptor that records calls, and a collector of the servers it :meth:`watch`\\ es.
+class _MethodStats:
+    """One method's counts: plain ints, bumped in the server's thread, read by the scrape."""
 
-    ``registry`` defaults to prometheus_client's global REGISTRY; make one
-    ServerMetrics per registry (names would clash otherwise).
+    __slots__ = ("outcomes", "buckets", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.outcomes: Dict[str, int] = {}
+        self.buckets: List[int] = [0] * (buckets + 1)  # the last one: above every bound (+Inf)
+        self.total = 0.0  # seconds, for the histogram's _sum
+
+
+class ServerMetrics:
+    """A server interceptor that counts and times calls, and a collector of what it counted and
+    of the servers it :meth:`watch`\\ es.
+
+    ``registry`` defaults to prometheus_client's global REGISTRY (None:
+    register nowhere; use :meth:`collect` yourself). Make one ServerMetrics
+    per registry (names would clash otherwise). The call path only bumps
+    Python ints (no prometheus_client object, no lock); the samples are built
+    when scraped.
     """
 
-    def __init__(self, registry: Optional[CollectorRegistry] = REGISTRY, namespace: str = "zrpc",
+    def __init__(self, registry: Any = REGISTRY, namespace: str = "zrpc",
                  buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
         self.namespace = namespace
-        self._calls = Counter("server_calls", "Calls served, by method and outcome (ok, error, cancelled).",
-                              ["method", "outcome"], namespace=namespace, registry=registry)
-        self._duration = Histogram("server_call_duration_seconds",
-                                   "Time from reading a request to the end of its reply (streams: all of it).",
-                                   ["method"], namespace=namespace, buckets=tuple(buckets), registry=registry)
-        # Label lookups cost more than the increments: keep the children.
-        self._counted: Dict[Tuple[str, str], Any] = {}
-        self._timed: Dict[str, Any] = {}
+        self._bounds = tuple(sorted(float(b) for b in buckets))
+        self._methods: Dict[str, _MethodStats] = {}
         self._servers: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self._lock = threading.Lock()  # scrapes come from the HTTP server's thread
+        self._lock = threading.Lock()  # only for the set of servers; scrapes come from another thread
         if registry is not None:
-            registry.register(_ServerCollector(self))
+            registry.register(self)
 
     # -- the interceptor ---------------------------------------------------------
     def __call__(self, call: Any, proceed: Callable[[], Any]) -> Any:
@@ -62,16 +72,15 @@ class ServerMetrics:
         return proceed()
 
     def _record(self, call: Any) -> None:
-        method = call.method
-        key = (method, call.outcome)
-        counter = self._counted.get(key)
-        if counter is None:
-            counter = self._counted[key] = self._calls.labels(method, call.outcome)
-        counter.inc()
-        timer = self._timed.get(method)
-        if timer is None:
-            timer = self._timed[method] = self._duration.labels(method)
-        timer.observe(call.duration)
+        stats = self._methods.get(call.method)
+        if stats is None:
+            stats = self._methods[call.method] = _MethodStats(len(self._bounds))
+        outcomes = stats.outcomes
+        outcome = call.outcome
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        duration = call.duration
+        stats.buckets[bisect_left(self._bounds, duration)] += 1
+        stats.total += duration
 
     # -- what servers count themselves --------------------------------------------
     def watch(self, server: Any) -> Any:
@@ -89,19 +98,29 @@ class ServerMetrics:
                 total[name] = total.get(name, 0) + value
         return total
 
-
-class _ServerCollector:
-    """Reads the watched servers' stats at scrape time."""
-
-    def __init__(self, metrics: ServerMetrics) -> None:
-        self._metrics = metrics
-
+    # -- the collector -------------------------------------------------------------
     def describe(self) -> Iterable[Any]:
-        return []  # no fixed description: collected fresh each scrape
+        return []  # collected fresh at each scrape
 
     def collect(self) -> Iterable[Any]:
-        stats = self._metrics._stats()
-        ns = self._metrics.namespace
+        """The samples, for prometheus_client (``registry.register(metrics)`` does it)."""
+        ns = self.namespace
+        calls = CounterMetricFamily(f"{ns}_server_calls", "Calls served, by method and outcome "
+                                    "(ok, error, cancelled).", labels=["method", "outcome"])
+        durations = HistogramMetricFamily(f"{ns}_server_call_duration_seconds", "Time from reading a request "
+                                          "to the end of its reply (streams: all of it).", labels=["method"])
+        for method, stats in list(self._methods.items()):
+            for outcome, count in list(stats.outcomes.items()):
+                calls.add_metric([method, outcome], count)
+            running, buckets = 0, []
+            for bound, count in zip(self._bounds, stats.buckets):
+                running += count
+                buckets.append((_le(bound), running))
+            buckets.append(("+Inf", running + stats.buckets[-1]))
+            durations.add_metric([method], buckets, stats.total)
+        yield calls
+        yield durations
+        stats = self._stats()
         yield GaugeMetricFamily(f"{ns}_server_calls_running", "Calls running now.", value=stats.get("running", 0))
         yield GaugeMetricFamily(f"{ns}_server_calls_queued", "Calls waiting for room in the pool.",
                                 value=stats.get("queued", 0))
@@ -112,6 +131,10 @@ class _ServerCollector:
         yield CounterMetricFamily(f"{ns}_server_calls_refused_busy",
                                   "Calls refused because max_pending calls already waited.",
                                   value=stats.get("refused_busy", 0))
+
+
+def _le(bound: float) -> str:
+    return repr(bound)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> Any:

@@ -82,6 +82,8 @@ def serving() -> Any:
 def run_chain(interceptors: Sequence[Interceptor], call: Any, final: Callable[[], Any]) -> Any:
     """Run ``interceptors`` around ``final()``: the first is outermost; returns what the first returns."""
     count = len(interceptors)
+    if count == 1:  # the usual case, without the closures
+        return interceptors[0](call, final)
 
     def step(index: int) -> Any:
         if index == count:
@@ -164,8 +166,13 @@ class _Outcome:
         self.error = error
         self.result = result
         callbacks, self._callbacks = self._callbacks, None
-        for fn in callbacks or ():
-            self._run(fn)
+        if callbacks is not None:
+            for fn in callbacks:
+                try:
+                    fn(self)
+                except Exception:
+                    log.exception("a done callback of a call to %s() raised",
+                                  protocol.printable(getattr(self, "method", "")))
 
     def _run(self, fn: Callable[[Any], None]) -> None:
         try:
@@ -192,7 +199,13 @@ class CallInfo(_Outcome):
 
     def __init__(self, method: str, header: Mapping[str, Any], connection: Any, deadline: Optional[float],
                  started: float, request_bytes: int = 0) -> None:
-        super().__init__(started)
+        # _Outcome's fields, set here: one call less on every intercepted call.
+        self.outcome: Optional[str] = None
+        self.error: Optional[BaseException] = None
+        self.result: Any = None
+        self.duration: Optional[float] = None
+        self._callbacks: Optional[List[Callable[[Any], None]]] = None
+        self._started = started
         self.method = method
         self.args: tuple = ()
         self.kwargs: Dict[str, Any] = {}
