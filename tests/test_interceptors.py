@@ -186,6 +186,33 @@ def test_current_call_is_not_inherited_by_greenlets_the_method_spawns(serve, cli
     assert client.in_spawned_greenlet() == ["LookupError"]
 
 
+def test_unknown_methods_are_answered_before_the_interceptors(serve, client_factory):
+    log = []
+    client = client_factory(serve(Service(), interceptors=[Recorder("r", log)]), timeout=10)
+    with pytest.raises(zrpc.RemoteError) as info:
+        client.call("no_such_method")
+    assert info.value.name == "NameError" and log == []
+
+
+def test_client_outcomes_closed_and_lost(serve, client_factory):
+    outcomes = []
+
+    def watch(call, proceed):
+        call.add_done_callback(lambda c: outcomes.append((c.method, c.outcome, type(c.error).__name__)))
+        return proceed()
+
+    client = client_factory(serve(Service()), timeout=10, interceptors=[watch])
+    future = client.sleep.call_async(30)
+    gevent.sleep(0.1)
+    client.close()
+    with pytest.raises(zrpc.ClosedError):
+        future.get(5)
+    assert wait_until(lambda: outcomes == [("sleep", "closed", "ClosedError")])
+    with pytest.raises(zrpc.ClosedError):  # nothing could be sent: the outcome is known at once
+        client.add(1, 2)
+    assert outcomes[-1] == ("add", "closed", "ClosedError")
+
+
 def test_current_call_outside_any_call_raises_lookup_error():
     with pytest.raises(LookupError):
         zrpc.current_call()
@@ -267,6 +294,18 @@ class AioService:
     async def boom(self):
         raise ValueError("boom")
 
+    async def in_task(self):
+        async def look():
+            return zrpc.current_call().method
+
+        return await asyncio.create_task(look())  # a task inherits the call's context
+
+    async def nap(self, seconds):
+        await asyncio.sleep(seconds)
+
+    def in_thread(self):
+        return zrpc.current_call().method  # a plain function runs in a thread, with the context
+
     async def count(self, n):
         for i in range(n):
             yield i
@@ -317,6 +356,13 @@ def test_aio_server_and_client_interceptors_plain_and_async():
             assert info.value.name == "PermissionError"
             assert [item async for item in client.count(3)] == [0, 1, 2]
             assert await client.add.call_async(5, 5) == 10
+            assert await client.in_task() == "in_task"
+            assert await client.in_thread() == "in_thread"
+            cancelled = asyncio.ensure_future(client.nap(30))
+            assert await until(lambda: server.calls_in_flight == 1)
+            cancelled.cancel()
+            assert await until(lambda: ("nap", "cancelled") in client_log)
+            assert await until(lambda: ("done", "nap", "cancelled", False) in log)
             assert await until(lambda: ("done", "count", "ok", True) in log)
         finally:
             await client.close()

@@ -70,7 +70,7 @@ def raw_dealer():
 def test_metrics_are_scraped_over_http(serve, client_factory, raw_dealer):
     registry = CollectorRegistry()
     metrics = ServerMetrics(registry=registry)
-    endpoint = serve(Service(), interceptors=[metrics], pool_size=1, heartbeat=0.2)
+    endpoint = serve(Service(), interceptors=[metrics], pool_size=1, max_pending=1, heartbeat=0.2)
     metrics.watch(serve.servers[-1])
     http = serve_metrics(0, registry=registry)
     try:
@@ -87,6 +87,8 @@ def test_metrics_are_scraped_over_http(serve, client_factory, raw_dealer):
         busy = scrape(port)
         assert busy[("zrpc_server_calls_running", ())] == 1
         assert busy[("zrpc_server_calls_queued", ())] == 1
+        with pytest.raises(zrpc.ServerBusy):
+            client.add(1, 1)
         assert running.get(10) == 1.0 and queued.get(10) == 0
         # A message that is not msgpack, and a caller that goes silent (no heartbeats).
         sock = raw_dealer(endpoint)
@@ -105,6 +107,7 @@ def test_metrics_are_scraped_over_http(serve, client_factory, raw_dealer):
     assert samples[("zrpc_server_bad_messages_total", ())] == 1
     assert samples[("zrpc_server_callers_lost_total", ())] == 1
     assert samples[("zrpc_server_calls_running", ())] == 0
+    assert samples[("zrpc_server_calls_refused_busy_total", ())] == 1
 
 
 def test_the_access_log_has_one_escaped_line_per_call(serve, client_factory, caplog):
