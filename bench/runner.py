@@ -139,23 +139,22 @@ def rows_for(cases: Sequence[Case]) -> List[Row]:
             Row("conc 64 callers", "server CPU µs/call", "conc", "server_cpu_us_per_call", "us"),
             Row("conc 64 callers", "  of which Python thread", "conc", "server_main_cpu_us_per_call", "us"),
         ]
-    for case_id, w in (("seq-curve", "seq CURVE"), ("conc-curve", "conc 64 callers CURVE")):
+    # A variant of seq or conc on zrpc alone, and its rate over the plain case's, run by run.
+    variants = (("seq-curve", "seq CURVE", "CURVE ÷ plain", "curve"),
+                ("conc-curve", "conc 64 callers CURVE", "CURVE ÷ plain", "curve"),
+                ("seq-metrics", "seq metrics on", "metrics ÷ none", "metrics"),
+                ("conc-metrics", "conc 64 callers metrics on", "metrics ÷ none", "metrics"))
+    for case_id, w, over, kind in variants:
         if case_id in ids:
             plain = case_id.split("-")[0]
             rows += [
                 Row(w, "calls/s", case_id, "calls_per_s", "rate", frameworks=("zrpc",)),
-                Row(w, "calls/s CURVE ÷ plain (1.0 = free)", case_id, "calls_per_s", "ratio",
-                    over_case=plain, frameworks=("zrpc",), key=f"{plain}.curve_ratio"),
-                Row(w, "server CPU µs/call", case_id, "server_cpu_us_per_call", "us", frameworks=("zrpc",)),
+                Row(w, f"calls/s {over} (1.0 = free)", case_id, "calls_per_s", "ratio",
+                    over_case=plain, frameworks=("zrpc",), key=f"{plain}.{kind}_ratio"),
             ]
-    for case_id, w in (("seq-metrics", "seq metrics on"), ("conc-metrics", "conc 64 callers metrics on")):
-        if case_id in ids:
-            plain = case_id.split("-")[0]
-            rows += [
-                Row(w, "calls/s", case_id, "calls_per_s", "rate", frameworks=("zrpc",)),
-                Row(w, "calls/s metrics ÷ none (1.0 = free)", case_id, "calls_per_s", "ratio",
-                    over_case=plain, frameworks=("zrpc",), key=f"{plain}.metrics_ratio"),
-            ]
+            if kind == "curve":
+                rows.append(Row(w, "server CPU µs/call", case_id, "server_cpu_us_per_call", "us",
+                                frameworks=("zrpc",)))
     for case in cases:
         if case.workload == "sleep":
             n = case.params["n"]

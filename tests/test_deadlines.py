@@ -6,7 +6,6 @@ import time
 import gevent
 import msgpack
 import pytest
-import zmq.green as zmq
 
 import zrpc
 from zrpc.core.server_session import DEADLINE_TICK
@@ -23,22 +22,6 @@ def recv_event(sock, timeout=5.0):
     with gevent.Timeout(timeout):
         frames = sock.recv_multipart()
     return msgpack.unpackb(frames[-1], raw=False)
-
-
-@pytest.fixture
-def raw_dealer():
-    sockets = []
-
-    def make(endpoint):
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.linger = 0
-        sock.connect(endpoint)
-        sockets.append(sock)
-        return sock
-
-    yield make
-    for sock in sockets:
-        sock.close()
 
 
 class Service:

@@ -10,6 +10,7 @@ import zrpc
 import zrpc.aio
 
 from conftest import wait_until
+from test_aio import until
 
 
 class Service:
@@ -372,12 +373,3 @@ def test_aio_server_and_client_interceptors_plain_and_async():
         assert ("add", "ok") in client_log and ("mul", "error") in client_log
 
     run(main())
-
-
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()

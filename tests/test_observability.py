@@ -11,7 +11,6 @@ import urllib.request
 import gevent
 import msgpack
 import pytest
-import zmq.green as zmq
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,23 +19,8 @@ from zrpc.accesslog import AccessLog
 from zrpc.metrics import ServerMetrics, serve_metrics
 
 from conftest import ROOT, free_tcp_endpoint, wait_until
-from test_cli import start_serve, zrpc_argv, cli_env
-
-
-class Service:
-    def add(self, a, b):
-        return a + b
-
-    def boom(self):
-        raise ValueError("boom")
-
-    def sleep(self, seconds):
-        gevent.sleep(seconds)
-        return seconds
-
-    @zrpc.stream
-    def count(self, n):
-        return iter(range(n))
+from test_cli import cli_env, start_serve, zrpc_argv
+from test_interceptors import Service
 
 
 def scrape(port):
@@ -49,22 +33,6 @@ def scrape(port):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
-
-
-@pytest.fixture
-def raw_dealer():
-    sockets = []
-
-    def make(endpoint):
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.linger = 0
-        sock.connect(endpoint)
-        sockets.append(sock)
-        return sock
-
-    yield make
-    for sock in sockets:
-        sock.close()
 
 
 def test_metrics_are_scraped_over_http(serve, client_factory, raw_dealer):

@@ -199,13 +199,7 @@ class CallInfo(_Outcome):
 
     def __init__(self, method: str, header: Mapping[str, Any], connection: Any, deadline: Optional[float],
                  started: float, request_bytes: int = 0) -> None:
-        # _Outcome's fields, set here: one call less on every intercepted call.
-        self.outcome: Optional[str] = None
-        self.error: Optional[BaseException] = None
-        self.result: Any = None
-        self.duration: Optional[float] = None
-        self._callbacks: Optional[List[Callable[[Any], None]]] = None
-        self._started = started
+        super().__init__(started)
         self.method = method
         self.args: tuple = ()
         self.kwargs: Dict[str, Any] = {}

@@ -143,6 +143,7 @@ class ServerSession(Session):
         self.bad_messages = 0
         self.callers_lost = 0
         self.refused_busy = 0
+        self._next_heartbeats = 0.0  # the heartbeat sweep keeps its own pace when deadlines sweep faster
         self._backlog: Deque[ServerCall] = deque()
 
     @property
@@ -277,6 +278,15 @@ class ServerSession(Session):
         """How often the driver sweeps: for heartbeats, and at least every DEADLINE_TICK for deadlines."""
         tick = self.table.tick
         return DEADLINE_TICK if tick is None else min(tick, DEADLINE_TICK)
+
+    def heartbeats(self, now: float) -> Tuple[List[Tuple[Channel, bytes]], List[Channel]]:
+        """As :meth:`Session.heartbeats`, at most once per heartbeat tick (the driver sweeps more often
+        for deadlines)."""
+        tick = self.table.tick
+        if tick is None or now < self._next_heartbeats:
+            return [], []
+        self._next_heartbeats = now + tick * 0.9  # slack: a sweep a little early still counts
+        return super().heartbeats(now)
 
     def overdue(self, now: float) -> List[ServerCall]:
         """The calls (running or queued) whose deadline has passed at ``now``; the driver cancels them."""
