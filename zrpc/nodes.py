@@ -122,6 +122,21 @@ class ServerBase(NodeBase):
         return {"running": session.running, "queued": session.queued, "bad_messages": session.bad_messages,
                 "callers_lost": session.callers_lost, "refused_busy": session.refused_busy}
 
+    def _intercepted(self, call: ServerCall, name: str, args: Any, kwargs: Dict[str, Any],
+                     invoke: Callable[[Any, Dict[str, Any]], Any]) -> Any:
+        """Run the interceptors around ``invoke(args, kwargs)`` (the method, as the driver runs it)."""
+        info = call.make_info()
+        info.method, info.args, info.kwargs = name, tuple(args), kwargs
+        return run_chain(self._interceptors, info, lambda: invoke(info.args, info.kwargs))
+
+    @staticmethod
+    def _over(call: ServerCall, outcome: str, error: Optional[BaseException], result: Any) -> None:
+        """The call is over: tell its done callbacks, if anyone (an interceptor, current_call()) made its CallInfo."""
+        info = call.info
+        if info is not None:
+            info.reply_bytes = call.reply_bytes
+            info._finish(outcome, error, result)
+
     def _beat(self, now: float) -> None:
         """Heartbeats, then cancel the calls whose deadline passed (their callers stopped waiting)."""
         super()._beat(now)

@@ -45,7 +45,7 @@ from ..core.server_session import (
     ServerCall,
     ServerSession,
 )
-from ..core.intercept import _CURRENT, Interceptor, current_call, run_chain
+from ..core.intercept import _CURRENT, Interceptor, current_call
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import ServerBase
 from ..security import ServerGuard
@@ -270,10 +270,7 @@ class Server(ServerBase, Node):
                 call.method, call.args = name, None
                 how = self._how_to_run(func)
                 if self._interceptors:
-                    info = call.make_info()
-                    info.method, info.args, info.kwargs = name, tuple(args), kwargs
-                    result = run_chain(self._interceptors, info,
-                                       lambda: self._invoke(func, how, info.args, info.kwargs))
+                    result = self._intercepted(call, name, args, kwargs, partial(self._invoke, func, how))
                     if inspect.isawaitable(result):
                         result = await result
                 else:
@@ -291,11 +288,10 @@ class Server(ServerBase, Node):
                 else:
                     await self._reply(call, session.reply(call, protocol.OK, [result]))
             except asyncio.CancelledError as exc:
+                outcome, error = "cancelled", exc
                 why = call.cancelled
                 if why is None:
-                    outcome, error = "cancelled", exc
                     raise  # not a zrpc cancel (the loop is shutting down)
-                outcome, error = "cancelled", exc
                 payload = session.cancelled_reply(call, why)
                 if payload is not None and call.credit > 0:
                     self._send_nowait(call, payload)
@@ -315,10 +311,7 @@ class Server(ServerBase, Node):
                 self._launch(ready)
             if session.idle:
                 self._idle.set()
-            info = call.info
-            if info is not None:
-                info.reply_bytes = call.reply_bytes
-                info._finish(outcome, error, result)
+            self._over(call, outcome, error, result)
 
     async def _reply(self, call: ServerCall, payload: bytes) -> None:
         """Send one encoded reply, waiting for the caller's credit first."""

@@ -32,7 +32,7 @@ from ..core.server_session import (
     ServerCall,
     ServerSession,
 )
-from ..core.intercept import _CURRENT, Interceptor, run_chain
+from ..core.intercept import _CURRENT, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import ServerBase
 from .node import Node
@@ -252,9 +252,7 @@ class Server(ServerBase, Node):
                 name, func, args, kwargs = session.methods.resolve(call.method, call.args)
                 call.method, call.args = name, None
                 if self._interceptors:
-                    info = call.make_info()
-                    info.method, info.args, info.kwargs = name, tuple(args), kwargs
-                    result = run_chain(self._interceptors, info, lambda: func(*info.args, **info.kwargs))
+                    result = self._intercepted(call, name, args, kwargs, lambda a, k: func(*a, **k))
                 else:
                     result = func(*args, **kwargs)
                 if session.streams(func, isinstance(result, types.GeneratorType)):
@@ -289,10 +287,7 @@ class Server(ServerBase, Node):
                 self._launch(ready)
             if not session.running and not session.queued:
                 self._idle.set()
-            info = call.info
-            if info is not None:
-                info.reply_bytes = call.reply_bytes
-                info._finish(outcome, error, result)
+            self._over(call, outcome, error, result)
 
     def _reply(self, call: ServerCall, payload: bytes) -> None:
         """Send one encoded reply, waiting for the caller's credit first."""
