@@ -137,3 +137,48 @@ def test_a_zerorpc_clients_middleware_context_shows_up_as_headers(serve):
     checks = run_zerorpc_client(endpoint, "middleware_headers")
     assert value_of(checks["headers"]) == {"headers": {"tenant": "acme", "request_no": 7}, "deadline": None}
     assert value_of(checks["add"]) == 3
+
+
+def test_aio_a_task_outliving_its_call_does_not_inherit_the_passed_deadline():
+    import asyncio
+
+    import zrpc.aio
+
+    async def main():
+        later = asyncio.get_running_loop().create_future()
+
+        class Back:
+            async def add(self, a, b):
+                return a + b
+
+        back = zrpc.aio.Server(Back())
+        back_endpoint = back.bind("tcp://127.0.0.1:*")
+        back.start()
+        downstream = zrpc.aio.Client(back_endpoint, timeout=10)
+
+        class Front:
+            async def start_background(self):
+                async def afterwards():
+                    await asyncio.sleep(0.5)  # the call (deadline 0.3 s) is long over
+                    try:
+                        later.set_result(await downstream.add(1, 2))
+                    except Exception as exc:
+                        later.set_result(repr(exc))
+
+                asyncio.get_running_loop().create_task(afterwards())  # inherits the call's context
+                return "started"
+
+        front = zrpc.aio.Server(Front())
+        endpoint = front.bind("tcp://127.0.0.1:*")
+        front.start()
+        client = zrpc.aio.Client(endpoint, timeout=0.3)
+        try:
+            assert await client.start_background() == "started"
+            assert await asyncio.wait_for(later, 10) == 3
+        finally:
+            await client.close()
+            await downstream.close()
+            await front.close()
+            await back.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

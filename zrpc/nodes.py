@@ -217,11 +217,6 @@ class ClientBase(NodeBase):
         self._headers = validate_headers(headers)
         self._interceptors = list(interceptors or ())
 
-    @property
-    def headers(self) -> Dict[str, Any]:
-        """The headers every call of this client sends (``with_options`` adds more)."""
-        return dict(self._headers or ())
-
     def _intercepted(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
                      headers: Optional[Dict[str, Any]], async_: bool) -> Any:
         """Make a call through the interceptors: what the caller gets (value, or the future if ``async_``)."""

@@ -75,8 +75,13 @@ def current_call() -> "CallInfo":
 
 
 def serving() -> Any:
-    """The server call (a ServerCall) this greenlet or task serves, or None."""
-    return _CURRENT.get(None)
+    """The server call (a ServerCall) this greenlet or task serves while it runs, or None.
+
+    A task that a method created and that outlives the call sees None: its
+    calls do not inherit a deadline that no longer means anything.
+    """
+    call = _CURRENT.get(None)
+    return call if call is not None and call.running else None
 
 
 def run_chain(interceptors: Sequence[Interceptor], call: Any, final: Callable[[], Any]) -> Any:
