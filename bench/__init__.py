@@ -1,4 +1,4 @@
-"""Benchmarks of zrpc against zerorpc 0.6.3 and a hand-written zmq.green baseline.
+"""Benchmarks of zrpc against zerorpc 0.6.3 and a hand-written zmq.green baseline, and of zrpc.aio.
 
 Run ``python -m bench`` (``--quick`` for a smoke run under a minute, ``--help``
 for options). Modules:
@@ -7,6 +7,7 @@ for options). Modules:
 * ``servers``   one server process per framework (``python -m bench.servers FRAMEWORK``)
 * ``workloads`` one client process per measurement (``python -m bench.workloads ...``)
 * ``baseline``  the no-framework zmq.green DEALER/ROUTER client and server
+* ``aio``       the asyncio side: zrpc.aio and a hand-written asyncio pyzmq baseline (servers, workloads)
 * ``report``    medians, run-by-run ratios, the table and the targets (pure functions)
 * ``procs``     /proc readers, fd limits and child-process cleanup
 

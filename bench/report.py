@@ -12,10 +12,17 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["Row", "Target", "targets", "build_table", "format_table", "check_targets", "format_targets"]
+__all__ = ["FRAMEWORKS", "GEVENT_FRAMEWORKS", "AIO_FRAMEWORKS", "Row", "Target", "targets", "build_table", "format_table", "check_targets", "format_targets"]
 
-FRAMEWORKS = ("zrpc", "zerorpc", "baseline")
-COLUMNS = ("workload", "metric", "zrpc", "zerorpc", "baseline", "zrpc/zerorpc", "zrpc/baseline")
+#: The gevent frameworks: every workload runs on them.
+GEVENT_FRAMEWORKS = ("zrpc", "zerorpc", "baseline")
+#: zrpc.aio and a hand-written asyncio pyzmq baseline (bench.aio): seq, conc and sleep.
+AIO_FRAMEWORKS = ("aio", "aio-baseline")
+FRAMEWORKS = GEVENT_FRAMEWORKS + AIO_FRAMEWORKS
+#: Ratio columns: (name, numerator, denominator), run by run.
+RATIOS = (("zrpc/zerorpc", "zrpc", "zerorpc"), ("zrpc/baseline", "zrpc", "baseline"),
+          ("aio/aio-baseline", "aio", "aio-baseline"), ("aio/zrpc", "aio", "zrpc"))
+COLUMNS = ("workload", "metric", *FRAMEWORKS, *(name for name, _, _ in RATIOS))
 
 #: (case id, framework) -> one result dict per run (None when that run failed)
 Results = Dict[Tuple[str, str], List[Optional[Dict[str, Any]]]]
@@ -30,7 +37,7 @@ class Row:
     fmt: str  # "rate", "us", "ms", "s", "kib", "kib_mib" (KiB shown as MiB), "mib", "count", "ratio"
     #: a second case whose same field divides this one, run by run (e.g. heartbeat on / off)
     over_case: Optional[str] = None
-    frameworks: Sequence[str] = FRAMEWORKS
+    frameworks: Sequence[str] = GEVENT_FRAMEWORKS
     #: how targets name this row; default "case.field"
     key: Optional[str] = None
     #: False where dividing zrpc by another framework means nothing (counts, growth near 0)
@@ -100,11 +107,9 @@ def build_table(results: Results, rows: Sequence[Row]) -> List[Dict[str, Any]]:
             present = [v for v in series[fw] if v is not None]
             entry[f"{fw}_runs"] = len(present)
             entry[f"{fw}_max"] = max(present) if present else None
-        if row.over_case is None and row.ratios:
-            entry["zrpc/zerorpc"] = _ratio(series["zrpc"], series["zerorpc"])
-            entry["zrpc/baseline"] = _ratio(series["zrpc"], series["baseline"])
-        else:
-            entry["zrpc/zerorpc"] = entry["zrpc/baseline"] = None
+        for name, a, b in RATIOS:
+            ok = row.over_case is None and row.ratios
+            entry[name] = _ratio(series[a], series[b]) if ok else None
         table.append(entry)
     return table
 
@@ -116,7 +121,7 @@ def format_table(table: Sequence[Dict[str, Any]]) -> str:
         line = [entry["workload"], entry["metric"]]
         line += [_fmt(entry[fw], entry["fmt"]) for fw in FRAMEWORKS]
         line += [_fmt(entry[c], "ratio") + ("x" if entry[c] is not None else "")
-                 for c in ("zrpc/zerorpc", "zrpc/baseline")]
+                 for c, _, _ in RATIOS]
         cells.append(line)
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
     numeric = [False, False] + [True] * (len(COLUMNS) - 2)
@@ -176,7 +181,7 @@ class Target:
 
 
 def targets() -> List[Target]:
-    """The goals zrpc is measured against (issue 5), in table order."""
+    """The goals zrpc is measured against (issues 5 and 14), in table order."""
     return [
         Target("seq: calls/s >= 2.5x zerorpc", "seq.calls_per_s", "zrpc/zerorpc", ">=", 2.5),
         Target("seq: calls/s >= 1.0x baseline", "seq.calls_per_s", "zrpc/baseline", ">=", 1.0),
@@ -206,6 +211,11 @@ def targets() -> List[Target]:
                "seq.metrics_ratio", "zrpc", ">=", 0.9),
         Target("metrics cost at most 10%: conc calls/s metrics / none >= 0.9",
                "conc.metrics_ratio", "zrpc", ">=", 0.9),
+        # issue 14: zrpc.aio
+        Target("aio seq: calls/s >= 1.0x the asyncio baseline", "seq.calls_per_s", "aio/aio-baseline", ">=", 1.0),
+        Target("aio conc: calls/s >= 1.0x the asyncio baseline", "conc.calls_per_s", "aio/aio-baseline",
+               ">=", 1.0),
+        Target("aio conc: calls/s >= 0.7x gevent zrpc", "conc.calls_per_s", "aio/zrpc", ">=", 0.7),
     ]
 
 

@@ -33,7 +33,9 @@ __all__ = ["main", "plan", "rows_for", "WORKLOAD_NAMES"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKLOAD_NAMES = ("seq", "conc", "sleep", "big", "stream", "batch", "idle")
-FRAMEWORKS = report.FRAMEWORKS
+FRAMEWORKS = report.GEVENT_FRAMEWORKS
+#: seq, conc and sleep (up to 10,000 calls) also run on asyncio: zrpc.aio and its own baseline.
+WITH_AIO = report.FRAMEWORKS
 #: Seconds a server gets to print READY.
 SERVER_START_TIMEOUT = 30.0
 #: Every call's timeout: generous, so that slowness shows as time, not as failures.
@@ -77,13 +79,13 @@ def plan(quick: bool, only: Sequence[str] = WORKLOAD_NAMES) -> List[Case]:
     cases: List[Case] = []
     if "seq" in only:
         p = {"duration": duration, "max_calls": 1_000_000}
-        cases.append(Case("seq", "seq", p, group="seq"))
+        cases.append(Case("seq", "seq", p, frameworks=WITH_AIO, group="seq"))
         cases.append(Case("seq-hb0", "seq", p, frameworks=("zrpc", "zerorpc"), heartbeat=None, group="seq"))
         cases.append(Case("seq-curve", "seq", p, frameworks=("zrpc",), curve=True, group="seq"))
         cases.append(Case("seq-metrics", "seq", p, frameworks=("zrpc",), metrics=True, group="seq"))
     if "conc" in only:
         p = {"duration": duration, "callers": 64, "max_calls": 10_000_000}
-        cases.append(Case("conc", "conc", p, group="conc"))
+        cases.append(Case("conc", "conc", p, frameworks=WITH_AIO, group="conc"))
         cases.append(Case("conc-curve", "conc", p, frameworks=("zrpc",), curve=True, group="conc"))
         cases.append(Case("conc-metrics", "conc", p, frameworks=("zrpc",), metrics=True, group="conc"))
     if "sleep" in only:
@@ -93,7 +95,7 @@ def plan(quick: bool, only: Sequence[str] = WORKLOAD_NAMES) -> List[Case]:
                 # zerorpc needs ~4 greenlets per call on each side: time-box it, run it once.
                 overrides = {"zerorpc": {"wall_limit": 30.0, "runs": 1}}
             cases.append(Case(f"sleep-{n}", "sleep", {"n": n, "wall_limit": 30.0, "budget": 90},
-                              runs=few, overrides=overrides))
+                              frameworks=WITH_AIO if n <= 10_000 else FRAMEWORKS, runs=few, overrides=overrides))
     if "big" in only:
         for label, size in (("1MiB", 1 << 20),) if quick else (("1MiB", 1 << 20), ("16MiB", 16 << 20)):
             cases.append(Case(f"big-{label}", "big", {"size": size, "duration": duration, "max_calls": 100_000}))
@@ -119,12 +121,12 @@ def rows_for(cases: Sequence[Case]) -> List[Row]:
     rows: List[Row] = []
     if "seq" in ids:
         rows += [
-            Row("seq", "calls/s (higher is better)", "seq", "calls_per_s", "rate"),
-            Row("seq", "p50 latency µs", "seq", "p50_us", "us"),
-            Row("seq", "p99 latency µs", "seq", "p99_us", "us"),
-            Row("seq", "server CPU µs/call", "seq", "server_cpu_us_per_call", "us"),
-            Row("seq", "  of which Python thread", "seq", "server_main_cpu_us_per_call", "us"),
-            Row("seq", "client CPU µs/call", "seq", "client_cpu_us_per_call", "us"),
+            Row("seq", "calls/s (higher is better)", "seq", "calls_per_s", "rate", frameworks=WITH_AIO),
+            Row("seq", "p50 latency µs", "seq", "p50_us", "us", frameworks=WITH_AIO),
+            Row("seq", "p99 latency µs", "seq", "p99_us", "us", frameworks=WITH_AIO),
+            Row("seq", "server CPU µs/call", "seq", "server_cpu_us_per_call", "us", frameworks=WITH_AIO),
+            Row("seq", "  of which Python thread", "seq", "server_main_cpu_us_per_call", "us", frameworks=WITH_AIO),
+            Row("seq", "client CPU µs/call", "seq", "client_cpu_us_per_call", "us", frameworks=WITH_AIO),
         ]
     if "seq-hb0" in ids:
         rows += [
@@ -135,9 +137,11 @@ def rows_for(cases: Sequence[Case]) -> List[Row]:
         ]
     if "conc" in ids:
         rows += [
-            Row("conc 64 callers", "calls/s", "conc", "calls_per_s", "rate"),
-            Row("conc 64 callers", "server CPU µs/call", "conc", "server_cpu_us_per_call", "us"),
-            Row("conc 64 callers", "  of which Python thread", "conc", "server_main_cpu_us_per_call", "us"),
+            Row("conc 64 callers", "calls/s", "conc", "calls_per_s", "rate", frameworks=WITH_AIO),
+            Row("conc 64 callers", "server CPU µs/call", "conc", "server_cpu_us_per_call", "us",
+                frameworks=WITH_AIO),
+            Row("conc 64 callers", "  of which Python thread", "conc", "server_main_cpu_us_per_call", "us",
+                frameworks=WITH_AIO),
         ]
     # A variant of seq or conc on zrpc alone, and its rate over the plain case's, run by run.
     variants = (("seq-curve", "seq CURVE", "CURVE ÷ plain", "curve"),
@@ -159,12 +163,13 @@ def rows_for(cases: Sequence[Case]) -> List[Row]:
         if case.workload == "sleep":
             n = case.params["n"]
             w = f"sleep(1) x {n:,}"
+            fws = case.frameworks
             rows += [
-                Row(w, "wall s until all done", case.id, "wall_s", "s"),
-                Row(w, "failures", case.id, "failures", "count", ratios=False),
-                Row(w, "server peak RSS MiB", case.id, "server_peak_kib", "kib_mib"),
-                Row(w, "most calls in flight at once", case.id, "max_in_flight", "count"),
-                Row(w, "server KiB per call in flight", case.id, "kib_per_call", "kib"),
+                Row(w, "wall s until all done", case.id, "wall_s", "s", frameworks=fws),
+                Row(w, "failures", case.id, "failures", "count", ratios=False, frameworks=fws),
+                Row(w, "server peak RSS MiB", case.id, "server_peak_kib", "kib_mib", frameworks=fws),
+                Row(w, "most calls in flight at once", case.id, "max_in_flight", "count", frameworks=fws),
+                Row(w, "server KiB per call in flight", case.id, "kib_per_call", "kib", frameworks=fws),
             ]
     for case in cases:
         if case.workload == "big":
@@ -408,9 +413,12 @@ def _format_meta(meta: Dict[str, Any]) -> str:
 
 NOTES = """\
 Each cell is the median over runs; each ratio is the median of run-by-run ratios. Ratios divide
-zrpc by the other framework whatever the metric: above 1 is better for rates, below 1 is better
-for latency, CPU and memory. n/a: not applicable (the baseline has no streams and no heartbeats)
-or not measured. Every server and client runs in its own fresh process over tcp on 127.0.0.1.
+zrpc (or aio) by the other framework whatever the metric: above 1 is better for rates, below 1 is
+better for latency, CPU and memory. n/a: not applicable (the baseline has no streams and no heartbeats)
+or not measured. aio: zrpc.aio client and server on asyncio; aio-baseline: a hand-written asyncio
+pyzmq RPC (one reader task dispatching by id, the same msgpack frames; bench/aio.py), measured in
+the same runs as the gevent frameworks (seq, conc, sleep up to 10,000 calls).
+Every server and client runs in its own fresh process over tcp on 127.0.0.1.
 Server CPU counts every thread of the server process; "of which Python thread" leaves out
 libzmq's I/O thread (CPU times are read from /proc in 10 ms ticks).
 * batched: zrpc's client.batch(); zerorpc and the baseline have no batch API, so their row sends
@@ -425,7 +433,8 @@ def _handle_sigterm(signum: int, frame: Any) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark zrpc against zerorpc 0.6.3 and a hand-written zmq.green baseline.")
+        description="Benchmark zrpc against zerorpc 0.6.3 and a hand-written zmq.green baseline, "
+                    "and zrpc.aio against a hand-written asyncio baseline.")
     parser.add_argument("--quick", action="store_true",
                         help="small counts, 1 run, no 50,000-call or 16 MiB cases (well under a minute)")
     parser.add_argument("--runs", type=int, default=None, help="runs per case (default 5, 1 with --quick)")

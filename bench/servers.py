@@ -3,7 +3,8 @@
     python -m bench.servers {zrpc,zerorpc,baseline} [--heartbeat SECONDS|none]
 
 binds ``tcp://127.0.0.1:*``, prints ``READY <endpoint>`` on stdout, and
-serves until killed (it also dies with its parent). Every framework serves
+serves until killed (it also dies with its parent). ``aio`` and
+``aio-baseline`` are served on asyncio by :mod:`bench.aio`. Every framework serves
 the same methods: ``echo(x)``, ``sleep1()`` (``gevent.sleep(1)``) and
 ``sleep_stats()`` (how many sleep1 calls ran at once), the stream
 ``numbers(n)`` (not the baseline) and ``_zerorpc_ping``.
@@ -20,7 +21,7 @@ from .procs import die_with_parent, raise_nofile
 
 __all__ = ["FRAMEWORKS", "main"]
 
-FRAMEWORKS = ("zrpc", "zerorpc", "baseline")
+FRAMEWORKS = ("zrpc", "zerorpc", "baseline", "aio", "aio-baseline")
 #: Upper bound on a stream's length, so a bad argument cannot run forever.
 MAX_STREAM = 10_000_000
 ENDPOINT = "tcp://127.0.0.1:*"
@@ -140,6 +141,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     die_with_parent()
     raise_nofile()
+    if args.framework in ("aio", "aio-baseline"):
+        from . import aio
+
+        aio.serve(args.framework, ENDPOINT, args.heartbeat, _ready)
+        return
     serve = {"zrpc": serve_zrpc, "zerorpc": serve_zerorpc, "baseline": serve_baseline}[args.framework]
     if args.curve_secret or args.metrics:
         if args.framework != "zrpc":

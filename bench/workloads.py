@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
 
@@ -134,6 +134,8 @@ class _Baseline(_Adapter):
 
 
 _ADAPTERS = {"zrpc": _Zrpc, "zerorpc": _Zerorpc, "baseline": _Baseline}
+#: Measured by bench.aio on an asyncio loop (seq, conc and sleep only).
+AIO_FRAMEWORKS = ("aio", "aio-baseline")
 
 
 def connect(framework: str, endpoint: str, timeout: float = 60.0,
@@ -179,6 +181,44 @@ def _warm(adapter: _Adapter, n: int = 100) -> None:
         adapter.echo(i)
 
 
+def cpu_mark(server_pid: int) -> Tuple[float, float, float]:
+    """CPU seconds so far: the server's, its Python thread's, this process's."""
+    return cpu_seconds(server_pid), cpu_seconds(server_pid, server_pid), time.process_time()
+
+
+def cpu_per_call(server_pid: int, mark: Tuple[float, float, float], n: int) -> Result:
+    """CPU µs per call on both sides since ``mark`` (``cpu_mark``), over ``n`` calls."""
+    now = cpu_mark(server_pid)
+    per = [(b - a) / max(n, 1) * 1e6 for a, b in zip(mark, now)]
+    return {"server_cpu_us_per_call": per[0], "server_main_cpu_us_per_call": per[1],
+            "client_cpu_us_per_call": per[2]}
+
+
+def latency_fields(lat: List[float]) -> Result:
+    """p50 and p99 of per-call latencies in seconds, as µs."""
+    lat.sort()
+    return {"p50_us": _percentile(lat, 0.50) * 1e6, "p99_us": _percentile(lat, 0.99) * 1e6}
+
+
+def sleep_fields(n: int, wall: float, sent_s: float, ok: int, first_error: Optional[str], idle_kib: float,
+                 peak_kib: float, in_flight: int, client_peak_kib: float) -> Result:
+    """The sleep workload's result, whatever the framework."""
+    return {
+        "n": n,
+        "wall_s": wall,
+        "send_s": sent_s,
+        "failures": n - ok,
+        "first_error": first_error,
+        "server_idle_kib": idle_kib,
+        "server_peak_kib": peak_kib,
+        "max_in_flight": in_flight,
+        # Peak memory over the most calls that were sleeping at once (== n when the
+        # server keeps up; a slow server never holds all n at the same time).
+        "kib_per_call": (peak_kib - idle_kib) / max(in_flight, 1),
+        "client_peak_kib": client_peak_kib,
+    }
+
+
 # -- the workloads -------------------------------------------------------------
 def seq(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
     """One caller, sequential echo of a short string: rate, latency, CPU per call on both sides."""
@@ -188,8 +228,7 @@ def seq(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
     payload = "hello, world"
     lat: List[float] = []
     append = lat.append
-    cpu0, own0 = cpu_seconds(server_pid), time.process_time()
-    main0 = cpu_seconds(server_pid, server_pid)
+    mark = cpu_mark(server_pid)
     t0 = _now()
     deadline = t0 + duration
     n = 0
@@ -201,18 +240,7 @@ def seq(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
         t = t1
         n += 1
     elapsed = t - t0
-    cpu1, own1 = cpu_seconds(server_pid), time.process_time()
-    main1 = cpu_seconds(server_pid, server_pid)
-    lat.sort()
-    return {
-        "calls": n,
-        "calls_per_s": n / elapsed,
-        "p50_us": _percentile(lat, 0.50) * 1e6,
-        "p99_us": _percentile(lat, 0.99) * 1e6,
-        "server_cpu_us_per_call": (cpu1 - cpu0) / n * 1e6,
-        "server_main_cpu_us_per_call": (main1 - main0) / n * 1e6,
-        "client_cpu_us_per_call": (own1 - own0) / n * 1e6,
-    }
+    return {"calls": n, "calls_per_s": n / elapsed, **latency_fields(lat), **cpu_per_call(server_pid, mark, n)}
 
 
 def conc(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
@@ -234,21 +262,12 @@ def conc(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
                 errors[0] += 1
             done[0] += 1
 
-    cpu0, own0 = cpu_seconds(server_pid), time.process_time()
-    main0 = cpu_seconds(server_pid, server_pid)
+    mark = cpu_mark(server_pid)
     gevent.joinall([gevent.spawn(caller) for _ in range(callers)], timeout=duration + 60)
     elapsed = _now() - t0
-    cpu1, own1 = cpu_seconds(server_pid), time.process_time()
-    main1 = cpu_seconds(server_pid, server_pid)
     n = done[0]
-    return {
-        "calls": n,
-        "errors": errors[0],
-        "calls_per_s": (n - errors[0]) / elapsed,
-        "server_cpu_us_per_call": (cpu1 - cpu0) / max(n, 1) * 1e6,
-        "server_main_cpu_us_per_call": (main1 - main0) / max(n, 1) * 1e6,
-        "client_cpu_us_per_call": (own1 - own0) / max(n, 1) * 1e6,
-    }
+    return {"calls": n, "errors": errors[0], "calls_per_s": (n - errors[0]) / elapsed,
+            **cpu_per_call(server_pid, mark, n)}
 
 
 def sleep(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
@@ -280,20 +299,7 @@ def sleep(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
     _wait(stats, 10.0)  # a server still drowning in calls may not answer: then divide by n
     in_flight = stats.value["peak"] if stats.ready() and stats.successful() else n
     first_error = next((repr(f.exception) for f in futures if f.ready() and not f.successful()), None)
-    return {
-        "n": n,
-        "wall_s": wall,
-        "send_s": sent_s,
-        "failures": n - ok,
-        "first_error": first_error,
-        "server_idle_kib": idle_kib,
-        "server_peak_kib": peak_kib,
-        "max_in_flight": in_flight,
-        # Peak memory over the most calls that were sleeping at once (== n when the
-        # server keeps up; a slow server never holds all n at the same time).
-        "kib_per_call": (peak_kib - idle_kib) / max(in_flight, 1),
-        "client_peak_kib": hwm_kib(os.getpid()),
-    }
+    return sleep_fields(n, wall, sent_s, ok, first_error, idle_kib, peak_kib, in_flight, hwm_kib(os.getpid()))
 
 
 def big(adapter: _Adapter, server_pid: int, p: Dict[str, Any]) -> Result:
@@ -470,12 +476,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     budget = p.get("budget", 120)
     _Zrpc.curve_server_key = p.get("curve_server_key")
     try:
-        with gevent.Timeout(budget, RuntimeError(f"{workload} took longer than its budget of {budget}s")):
-            if workload == "idle":
-                result = idle(framework, endpoint, pid, p)
-            else:
-                adapter = connect(framework, endpoint, p.get("timeout", 60.0), p.get("heartbeat", 5.0))
-                result = WORKLOADS[workload](adapter, pid, p)
+        if framework in AIO_FRAMEWORKS:
+            from . import aio  # its own asyncio loop, bounded by the budget too
+
+            result = aio.run_workload(workload, framework, endpoint, pid, p)
+        else:
+            result = _run_gevent(workload, framework, endpoint, pid, p, budget)
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
@@ -484,6 +490,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     sys.stdout.flush()
     # Skip teardown: closing thousands of sockets or calls in flight measures nothing.
     os._exit(0)
+
+
+def _run_gevent(workload: str, framework: str, endpoint: str, pid: int, p: Dict[str, Any], budget: float) -> Result:
+    with gevent.Timeout(budget, RuntimeError(f"{workload} took longer than its budget of {budget}s")):
+        if workload == "idle":
+            return idle(framework, endpoint, pid, p)
+        adapter = connect(framework, endpoint, p.get("timeout", 60.0), p.get("heartbeat", 5.0))
+        return WORKLOADS[workload](adapter, pid, p)
 
 
 if __name__ == "__main__":

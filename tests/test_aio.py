@@ -139,6 +139,19 @@ def test_gather_of_thousands_of_calls_on_one_client():
     run(main())
 
 
+def test_max_pending_refuses_at_once_with_server_busy():
+    async def main():
+        server, bound = await serving(Service(), pool_size=1, max_pending=2)
+        async with server, zrpc.aio.Client(bound, timeout=30) as client:
+            results = await asyncio.gather(*[client.wait(0.3) for _ in range(6)], return_exceptions=True)
+        ok = [r for r in results if r == 0.3]
+        busy = [r for r in results if isinstance(r, zrpc.ServerBusy)]
+        assert len(ok) == 3 and len(busy) == 3, results  # one running, two waiting
+        assert "max_pending" in str(busy[0])
+
+    run(main())
+
+
 def test_cancelling_the_awaiting_task_cancels_the_call_on_the_server():
     async def main():
         service = Service()

@@ -8,11 +8,14 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ("zrpc", "zerorpc", "baseline")
+# The asyncio side (issue 14): zrpc.aio and its asyncio baseline, in the same run and table.
+AIO = ("aio", "aio-baseline")
 # Table rows start with these workload names (see bench.runner.rows_for).
 WORKLOAD_ROWS = ("seq", "conc", "sleep", "big", "stream", "batch", "idle")
 # Cases every framework must have produced a result for (streams: not the baseline).
 CASES = {
-    "seq": FRAMEWORKS, "seq-hb0": ("zrpc", "zerorpc"), "conc": FRAMEWORKS, "sleep-1000": FRAMEWORKS,
+    "seq": FRAMEWORKS + AIO, "seq-hb0": ("zrpc", "zerorpc"), "conc": FRAMEWORKS + AIO,
+    "sleep-1000": FRAMEWORKS + AIO,
     "big-1MiB": FRAMEWORKS, "stream-fast": ("zrpc", "zerorpc"), "stream-slow": ("zrpc", "zerorpc"),
     "batch": FRAMEWORKS, "idle": FRAMEWORKS, "seq-curve": ("zrpc",), "conc-curve": ("zrpc",),
     "seq-metrics": ("zrpc",), "conc-metrics": ("zrpc",),
@@ -37,7 +40,7 @@ def test_table_has_every_framework_and_ratio_column(quick_run):
     stdout, _ = quick_run
     header = next(line for line in stdout.splitlines() if line.startswith("| workload"))
     columns = [c.strip() for c in header.strip("|").split("|")]
-    for name in (*FRAMEWORKS, "zrpc/zerorpc", "zrpc/baseline"):
+    for name in (*FRAMEWORKS, *AIO, "zrpc/zerorpc", "zrpc/baseline", "aio/aio-baseline", "aio/zrpc"):
         assert name in columns, header
 
 
@@ -61,6 +64,10 @@ def test_every_framework_measured_every_case(quick_run):
     for fw in FRAMEWORKS:
         assert seq[fw] and seq[fw] > 0
     assert seq["zrpc/zerorpc"] and seq["zrpc/baseline"]
+    for fw in AIO:
+        assert seq[fw] and seq[fw] > 0
+    conc = next(e for e in data["table"] if e["key"] == "conc.calls_per_s")
+    assert seq["aio/aio-baseline"] and conc["aio/aio-baseline"] and conc["aio/zrpc"]
 
 
 @pytest.mark.timeout(300)
@@ -70,3 +77,5 @@ def test_targets_are_reported(quick_run):
     statuses = {t["status"] for t in data["targets"]}
     assert statuses <= {"PASS", "MISS", "n/a"}
     assert statuses & {"PASS", "MISS"}
+    aio = [t for t in data["targets"] if t["target"].startswith("aio ")]
+    assert len(aio) == 3 and all(t["status"] in ("PASS", "MISS") for t in aio), aio

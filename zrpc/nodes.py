@@ -7,28 +7,146 @@ which makes one of its transports (a :class:`zrpc.sockets.SocketCore`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional
+import logging
+from collections import deque
+from time import monotonic
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
-from .core.client_session import ClientCall, ClientSession
-from .core.errors import AuthenticationFailed
+from .core.client_session import END, ITEM, RESULT, ClientCall, ClientSession
+from .core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from .core.intercept import ClientCallInfo, Interceptor, run_chain, validate_headers
-from .core.server_session import DEADLINE_PASSED, Cancellation, ServerCall, ServerSession
-from .core.session import Session
-from .sockets import SocketCore
+from .core.methods import MethodTable
+from .core.server_session import (
+    CANCEL,
+    CREDIT,
+    DEADLINE_PASSED,
+    QUEUED,
+    SEND,
+    SERVER_STOPPED,
+    START,
+    Cancellation,
+    ServerCall,
+    ServerSession,
+)
+from .core.session import Session, Tracer
+from .security import ClientGuard, ServerGuard
+from .sockets import PeerUnreachable, SocketCore
 
-__all__ = ["NodeBase", "ClientBase", "ServerBase", "UNSET"]
+__all__ = ["NodeBase", "ClientBase", "ServerBase", "StreamBuffer", "StreamHandle", "END_OF_STREAM", "UNSET"]
+
+log = logging.getLogger("zrpc.server")
+
+#: ERRs sent outside any call that the socket could not take at once wait for room
+#: this long, in a greenlet or task of their own, before they are dropped with a log line.
+REJECT_WAIT = 5.0
+MAX_PENDING_REJECTS = 1024
 
 #: "Not given" for call options, so that None can mean "wait forever".
 UNSET: Any = object()
+#: What :meth:`StreamBuffer._take` returns once a stream has ended.
+END_OF_STREAM: Any = object()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class StreamBuffer:
+    """A stream's items as they arrive, reached by the client through its call.
+
+    Kept apart from the user's Stream handle, so that dropping the handle
+    (``break``) lets it be collected and cancel the server's generator. A
+    driver adds only the waiting: ``_wake()``, and a ``next`` that waits
+    while ``items`` is empty, then returns what :meth:`_take` gives.
+    """
+
+    __slots__ = ("client", "call", "items", "done")
+
+    def __init__(self, client: "ClientBase", call: ClientCall) -> None:
+        self.client = client
+        self.call = call
+        self.items: Deque[Any] = deque()
+        self.done = False
+
+    def _wake(self) -> None:
+        """Wake the reader waiting for an item, if any."""
+        raise NotImplementedError
+
+    def push(self, item: Any) -> None:
+        self.items.append(item)
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self.push(_Failure(exc))
+
+    def _take(self) -> Any:
+        """The next item (``items`` is not empty), or END_OF_STREAM; raises the stream's failure."""
+        item = self.items.popleft()
+        if item is END_OF_STREAM:
+            self.done = True
+        elif isinstance(item, _Failure):
+            self.done = True
+            raise item.exc
+        else:
+            self.call.window.taken()
+        return item
+
+    def _timed_out(self) -> TimeoutExpired:
+        """Close the stream: no item came within the call's timeout; the error to raise."""
+        self.close()
+        call = self.call
+        return TimeoutExpired(call.timeout, f"waiting for the next item of {call.method}()")
+
+    def close(self) -> None:
+        if not self.done:
+            self.done = True
+            self.items.clear()
+            self.client._abandon(self.call)
+
+
+class StreamHandle:
+    """What the user holds of a stream: a driver adds iterating (``__next__`` or ``__anext__``).
+
+    Closing an unfinished stream, or dropping it, tells a zrpc server to stop its generator at once.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: StreamBuffer) -> None:
+        self._state = state
+
+    def close(self) -> None:
+        """Stop receiving; an unfinished stream is cancelled on the server. Idempotent."""
+        self._state.close()
+
+    def __del__(self) -> None:
+        try:
+            self._state.close()
+        except Exception:
+            pass
 
 
 class NodeBase:
-    """A session and its sockets: the part of a Client or Server that no event loop touches."""
+    """A session and its sockets: the part of a Client or Server that no event loop touches.
+
+    A driver implements ``_make_transport`` (one of its sockets),
+    ``_spawn_heartbeats``/``_stop_heartbeats`` (a greenlet or task calling
+    :meth:`_beat` every tick) and ``_call_soon`` (run a callback on its loop
+    soon, outside the current stack).
+    """
 
     _socket_type: int = zmq.DEALER
     _session: Session
+    #: What the user made ("Client", "Server"), for messages.
+    _kind = "Node"
+    #: Seconds zmq may still spend delivering replies and cancels already
+    #: queued when a node closes; close() waits for them at most this long.
+    CLOSE_LINGER = 0.5
 
     def _init_node(self, session: Session, context: Optional[zmq.Context],
                    socket_options: Optional[Mapping[int, Any]]) -> None:
@@ -43,13 +161,68 @@ class NodeBase:
         self._transports: List[Any] = []
         self._started = False
         self._closed = False
+        self._heartbeats: Any = None
 
-    def _new_transport(self) -> Any:
+    # -- the driver's part ----------------------------------------------------------
+    def _make_transport(self, track_connections: bool) -> SocketCore:
         raise NotImplementedError
+
+    def _spawn_heartbeats(self) -> Any:
+        raise NotImplementedError
+
+    def _stop_heartbeats(self, heartbeats: Any) -> None:
+        raise NotImplementedError
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        raise NotImplementedError
+
+    # -- life cycle -------------------------------------------------------------------
+    def _new_transport(self) -> Any:
+        """One more socket of this node, reading already if the node is started."""
+        if self._closed:
+            raise ClosedError(f"the {self._kind.lower()} is closed")
+        transport = self._make_transport(self._socket_type == zmq.DEALER)
+        self._transports.append(transport)
+        if self._started:
+            transport.start()
+        return transport
+
+    def _start_io(self) -> None:
+        """Start reading every socket, and the heartbeats."""
+        self._started = True
+        for transport in self._transports:
+            transport.start()
+        if self._session.tick and self._heartbeats is None and not self._closed:
+            self._heartbeats = self._spawn_heartbeats()
+
+    def _close_sockets(self) -> None:
+        """Stop the heartbeats and close every socket; zmq flushes their queues for CLOSE_LINGER."""
+        self._closed = True
+        heartbeats, self._heartbeats = self._heartbeats, None
+        if heartbeats is not None:
+            self._stop_heartbeats(heartbeats)
+        for transport in self._transports:
+            transport.close(self.CLOSE_LINGER)
 
     # -- for the driver and its Client/Server ---------------------------------------
     def _send_nowait(self, channel: Any, payload: bytes) -> bool:
-        raise NotImplementedError
+        """Send a control event if the socket can take it now; never waits.
+
+        False if it could not go: the socket is full or closed, or the peer
+        is gone (then the channel is failed as lost, soon).
+        """
+        try:
+            return self._transport_of(channel).try_send(self._frames(channel, payload))
+        except PeerUnreachable:
+            self._call_soon(self._on_unreachable, channel)
+        except ClosedError:
+            pass  # closing: the channel is going away anyway
+        return False
+
+    def _on_unreachable(self, channel: Any) -> None:
+        """The socket says the channel's peer is gone; treat it as lost."""
+        self._session.table.discard(channel)
+        self._on_lost(channel)
 
     def _frames(self, channel: Any, payload: bytes) -> List[Any]:
         """The frames that carry ``payload`` on ``channel`` (with its envelope)."""
@@ -100,12 +273,60 @@ class NodeBase:
 
 
 class ServerBase(NodeBase):
-    """The loop-free part of a Server: one ROUTER for every endpoint, and what its session knows."""
+    """The loop-free part of a Server: one ROUTER for every endpoint, and what each message means.
+
+    A driver implements the waiting behind a few hooks: ``_launch`` (run a
+    call in a greenlet or task), ``_interrupt_call`` (stop a running call),
+    ``_wake`` (a call waiting for credit may go on), ``_send_reject_later``
+    (an ERR the socket could not take now), and its ``_event_class``.
+    """
 
     _socket_type = zmq.ROUTER
+    _kind = "Server"
     _session: ServerSession
     _transport: SocketCore
-    _guard: Any  # a zrpc.security.ServerGuard, or None
+    _guard: Optional[ServerGuard]
+    #: The driver's Event (set, clear, wait) for ``_idle`` and ``_stopped``.
+    _event_class: Callable[[], Any]
+
+    def _init_server(self, methods: Any, name: Optional[str], *, exclude_from: type,
+                     heartbeat: Optional[float], pool_size: Optional[int], max_pending: Optional[int],
+                     send_tracebacks: bool, stream_generators: bool, max_message_size: Optional[int],
+                     context: Optional[zmq.Context], socket_options: Optional[Mapping[int, Any]],
+                     trace: Optional[Tracer], curve_secret_key: Any, curve_clients: Any,
+                     allow_ips: Optional[Iterable[str]], deny_ips: Optional[Iterable[str]],
+                     zap_driver: Any, interceptors: Iterable[Interceptor] = ()) -> None:
+        """What every driver's Server constructor does with its options (see zrpc.Server).
+
+        ``exclude_from`` is the driver's Server class: when the methods are
+        a subclass's own, the server's methods are not served.
+        """
+        if methods is None:
+            methods = self  # subclass style: class MyService(zrpc.Server)
+        exclude = set(dir(exclude_from)) if methods is self else None
+        session = ServerSession(
+            MethodTable(methods, name, exclude),
+            heartbeat=heartbeat,
+            pool_size=pool_size,
+            max_pending=max_pending,
+            send_tracebacks=send_tracebacks,
+            stream_generators=stream_generators,
+            max_message_size=max_message_size,
+            trace=trace,
+        )
+        self._init_node(session, context, socket_options)
+        self._session = session
+        self._interceptors = list(interceptors)
+        self._guard = ServerGuard.create(zap_driver, self._context, curve_secret_key, curve_clients,
+                                         allow_ips, deny_ips)
+        if self._guard is not None:
+            self._socket_setups.append(self._guard.setup)
+        # One ROUTER for every endpoint: it routes each reply by the caller's identity.
+        self._transport = self._new_transport()
+        self._pending_rejects = 0
+        self._stopped = self._event_class()
+        self._idle = self._event_class()
+        self._idle.set()
     #: Server interceptors, outermost first (empty: the serve path runs none of their code).
     _interceptors: List[Interceptor]
 
@@ -143,9 +364,6 @@ class ServerBase(NodeBase):
         for call in self._session.overdue(now):
             self._cancel(call, DEADLINE_PASSED)
 
-    def _cancel(self, call: ServerCall, why: Cancellation) -> None:
-        raise NotImplementedError
-
     @property
     def name(self) -> str:
         """The service name (``_zerorpc_name``)."""
@@ -165,11 +383,97 @@ class ServerBase(NodeBase):
         """Calls running or waiting in line."""
         return self._session.calls_in_flight
 
+    def start(self) -> Any:
+        """Serve in the background of the current hub or running loop; returns the server at once."""
+        if self._session.stopping:
+            raise RuntimeError("a stopped server cannot be started again; make a new one")
+        self._start_io()
+        return self
+
+    # -- the driver's waiting ---------------------------------------------------------
     def _launch(self, call: ServerCall) -> None:
         raise NotImplementedError
 
-    def _send_reject(self, frames: List[Any]) -> None:
+    def _interrupt_call(self, call: ServerCall, why: Cancellation) -> None:
+        """Stop the call's greenlet or task, unless it is the one running now."""
         raise NotImplementedError
+
+    @staticmethod
+    def _wake(waiter: Any) -> None:
+        """A call waiting for credit (``call.credit_ready``) may go on."""
+        raise NotImplementedError
+
+    def _send_reject_later(self, frames: List[Any]) -> None:
+        """Send ``frames`` in a greenlet or task, waiting up to REJECT_WAIT for room, then
+        call :meth:`_reject_sent`."""
+        raise NotImplementedError
+
+    # -- what each message means -------------------------------------------------------
+    def _on_frames(self, frames: List[Any]) -> None:
+        action = self._session.receive(frames, monotonic())
+        if action is None:
+            return
+        kind = action[0]
+        if kind is START or kind is QUEUED:
+            if self._admit(action[1]) and kind is START:
+                self._launch(action[1])
+                self._idle.clear()
+        elif kind is CREDIT:
+            ready = action[1].credit_ready
+            if ready is not None:
+                self._wake(ready)
+        elif kind is CANCEL:
+            self._cancel(action[1], action[2])
+        elif kind is SEND:
+            self._send_reject(action[1])
+
+    def _send_reject(self, frames: List[Any]) -> None:
+        """Send an ERR outside any call without waiting; if the socket is full, send it later (bounded)."""
+        try:
+            if self._transport.try_send(frames):
+                return
+        except (PeerUnreachable, ClosedError):
+            return  # the caller is gone: nobody to tell
+        if self._pending_rejects >= MAX_PENDING_REJECTS:
+            log.warning("dropped an ERR reply: %d already wait for a full socket", self._pending_rejects)
+            return
+        self._pending_rejects += 1
+        self._send_reject_later(frames)
+
+    def _reject_sent(self, exc: Optional[BaseException]) -> None:
+        """A later ERR went out, or failed with ``exc``."""
+        self._pending_rejects -= 1
+        if exc is not None and not isinstance(exc, (PeerUnreachable, ClosedError)):
+            log.warning("dropped an ERR reply: %s", exc)  # TimeoutExpired: the peer takes nothing
+
+    def _cancel(self, call: ServerCall, why: Cancellation) -> None:
+        interrupt, answer = self._session.cancel(call, why)
+        if answer is not None:
+            self._send_reject(answer[1])
+        if call.waiting:  # a queued call: the server may be idle now
+            if self._session.idle:
+                self._idle.set()
+        elif interrupt:
+            self._interrupt_call(call, why)
+        # a task spawned but not yet running sees call.cancelled when it starts
+
+    def _cancel_open_calls(self) -> None:
+        """Stopping, and calls in flight did not finish in time: cancel them all."""
+        for call in self._session.open_calls():
+            self._cancel(call, SERVER_STOPPED)
+
+    def _close_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.close()  # before the context is terminated: the ZAP socket lives on it
+
+    def _on_lost(self, call: Any) -> None:
+        self._cancel(call, self._session.lost(call))
+
+    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
+        return [*channel.envelope, payload]
+
+    def _transport_of(self, channel: Any) -> Any:
+        return self._transport
 
     def _admit(self, call: ServerCall) -> bool:
         """A new call (running or queued) from the message being read: note its caller, or refuse it."""
@@ -201,27 +505,57 @@ class ServerBase(NodeBase):
 
 
 class ClientBase(NodeBase):
-    """The loop-free part of a Client: a socket per endpoint, round robin, call options."""
+    """The loop-free part of a Client: a socket per endpoint, round robin, call options,
+    and what each reply means for its caller.
 
+    A driver implements the waiting behind a few hooks: ``_settle`` (stop a
+    call's timer and give its future the result: the hot path), ``_resolve``
+    and ``_reject`` (a future's result or error, unless it has one),
+    ``_stop_timer``, and its ``_stream_state`` (a :class:`StreamBuffer`) and
+    ``_stream_handle`` (the user's Stream) classes.
+    """
+
+    _kind = "Client"
     _session: ClientSession
     _timeout: Optional[float]
-    _guard: Any  # a zrpc.security.ClientGuard
+    _guard: ClientGuard
     #: The driver's view class for ``with_options``: ``_options_class(client, timeout, headers)``.
     _options_class: Callable[..., Any]
+    _stream_state: Callable[["ClientBase", ClientCall], StreamBuffer]
+    _stream_handle: Callable[[StreamBuffer], Any]
     #: Client interceptors, outermost first (empty: calls run none of their code).
     _interceptors: List[Interceptor] = []
     _headers: Optional[Dict[str, Any]] = None
 
-    def _init_calling(self, headers: Optional[Mapping[str, Any]], interceptors: Any) -> None:
-        """Validate the headers every call sends, and keep the interceptors."""
-        self._headers = validate_headers(headers)
-        self._interceptors = list(interceptors or ())
+    def _init_client(self, endpoint: Union[str, Sequence[str], None], *, timeout: Optional[float],
+                     heartbeat: Optional[float], stream_window: int, max_message_size: Optional[int],
+                     context: Optional[zmq.Context], socket_options: Optional[Mapping[int, Any]],
+                     trace: Optional[Tracer], curve_server_key: Any, curve_secret_key: Any,
+                     headers: Optional[Mapping[str, Any]] = None, interceptors: Iterable[Interceptor] = (),
+                     inherit_deadline: bool = True) -> None:
+        """What every driver's Client constructor does with its options (see zrpc.Client)."""
+        session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
+                                max_message_size=max_message_size, trace=trace, inherit_deadline=inherit_deadline)
+        self._init_node(session, context, socket_options)
+        self._session = session
+        self._headers = validate_headers(headers)  # before any socket: a bad header is a plain error
+        self._interceptors = list(interceptors)
+        self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
+        self._socket_setups.append(self._guard.setup)
+        self._client = self
+        self._timeout = timeout
+        if isinstance(endpoint, str):
+            endpoint = [endpoint]
+        for ep in endpoint or ():
+            self.connect(ep)
+        self._start_io()
 
     def _intercepted(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
                      headers: Optional[Dict[str, Any]], async_: bool) -> Any:
         """Make a call through the interceptors: what the caller gets (value, or the future if ``async_``)."""
         return self._run_chain(ClientCallInfo(method, args, kwargs, headers, timeout, async_))
 
+    # -- interceptors ----------------------------------------------------------------
     def _run_chain(self, info: ClientCallInfo) -> Any:
         def send() -> Any:
             future = self._start(info.method, info.args, info.kwargs, info.timeout, validate_headers(info.headers))
@@ -247,6 +581,111 @@ class ClientBase(NodeBase):
     def _wait(self, future: Any, info: ClientCallInfo) -> Any:
         """What a plain call returns: the result (or, on asyncio, an awaitable of it), settling ``info``."""
         raise NotImplementedError
+
+    # -- the driver's waiting -------------------------------------------------------
+    def _settle(self, call: ClientCall, value: Any) -> None:
+        """A result came: stop the call's timer and give its future the value."""
+        raise NotImplementedError
+
+    def _resolve(self, future: Any, value: Any) -> bool:
+        """Give ``future`` its result if nobody did (nor cancelled it); False if it was not wanted."""
+        raise NotImplementedError
+
+    def _reject(self, future: Any, exc: BaseException) -> None:
+        """Fail ``future`` (may be None) with ``exc``, unless it already has a result."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _cancel_timer(timer: Any) -> None:
+        """Stop a timer the driver started for a call's timeout."""
+        raise NotImplementedError
+
+    def _stop_timer(self, call: ClientCall) -> None:
+        timer, call.timer = call.timer, None
+        if timer is not None:
+            self._cancel_timer(timer)
+
+    # -- what the server's events mean for the caller ------------------------------
+    def _on_frames(self, frames: List[Any]) -> None:
+        routed = self._session.receive(frames[-1], monotonic())
+        if routed is None:
+            return
+        kind, call, value = routed
+        if kind is RESULT:  # first: the usual case
+            self._settle(call, value)
+        elif kind is ITEM:
+            self._stream_of(call).push(value)
+        elif kind is END:
+            self._stream_of(call).push(END_OF_STREAM)
+        else:
+            self._stop_timer(call)
+            self._fail_result(call, value)
+
+    def _stream_of(self, call: ClientCall) -> StreamBuffer:
+        state = call.stream
+        if state is None:
+            state = call.stream = self._stream_state(self, call)
+            self._stop_timer(call)  # from now on, the timeout applies between items
+            # Only the caller may keep the Stream alive: dropping it must cancel the stream.
+            future, call.future = call.future, None
+            if not self._resolve(future, self._stream_handle(state)):
+                state.close()  # nobody wants it any more
+        return state
+
+    def _fail_result(self, call: ClientCall, exc: BaseException) -> None:
+        if call.stream is not None:
+            call.stream.fail(exc)
+        else:
+            self._reject(call.future, exc)
+
+    def _fail(self, call: ClientCall, exc: BaseException) -> None:
+        self._session.finish(call)
+        self._stop_timer(call)
+        self._fail_result(call, exc)
+
+    def _expire(self, call: ClientCall) -> None:
+        """The call's timer ran out: fail it, and tell its server to stop the work."""
+        call.timer = None
+        expired = self._session.expire(call)
+        if expired is None:
+            if call.transport is None:  # never sent: no server took it in time
+                self._fail_result(call, TimeoutExpired(
+                    call.timeout, self._session.calling(call.method) + " (no server took it)"))
+            return
+        exc, cancel = expired
+        self._fail_result(call, exc)
+        self._send_nowait(call, cancel)
+
+    def _abandon(self, call: ClientCall) -> None:
+        """The caller gave up (cancelled, closed the stream): tell the server to stop."""
+        self._stop_timer(call)
+        cancel = self._session.abandon(call)
+        if cancel is not None:
+            self._send_nowait(call, cancel)
+
+    def _grant_due(self, call: ClientCall) -> Optional[Tuple[int, bytes, Optional[float]]]:
+        """The stream credit due to the call's server: (amount, payload, deadline to send it by), or None."""
+        due = self._session.grant(call)
+        if due is None:
+            return None
+        timeout = call.timeout
+        return due[0], due[1], None if timeout is None else monotonic() + timeout
+
+    def _grant_failed(self, call: ClientCall, exc: BaseException) -> None:
+        """Credit could not be sent: closing (nothing to do), or the server takes nothing
+        (TimeoutExpired): fail the call, since without credit it never sends again."""
+        if isinstance(exc, TimeoutExpired):
+            self._fail(call, exc)
+
+    def _close_calls(self) -> None:
+        """Closing: fail every call in flight with ClosedError, and tell their servers to cancel them."""
+        session = self._session
+        for call in session.open_calls():
+            cancel = session.abandon(call)
+            self._fail(call, ClosedError("the client was closed"))
+            if cancel is not None:
+                self._send_nowait(call, cancel)  # the server stops the work now
+        self._guard.close()
 
     @property
     def timeout(self) -> Optional[float]:
@@ -277,9 +716,6 @@ class ClientBase(NodeBase):
         """The error to raise if every server refused this client's handshake (waiting cannot help)."""
         failures = [self._guard.failure(transport.socket) for transport in self._transports]
         return failures[0] if failures and all(failures) else None
-
-    def _fail(self, call: ClientCall, exc: BaseException) -> None:
-        raise NotImplementedError
 
     def _frames(self, channel: Any, payload: bytes) -> List[Any]:
         return [b"", payload]  # a DEALER's message: the empty delimiter, then the payload

@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .core.errors import ClosedError
+from .core.errors import ClosedError, TimeoutExpired
 from .core.events import IncompleteHandshakes
 
 __all__ = ["SocketCore", "PeerUnreachable", "HWM"]
@@ -31,6 +31,13 @@ log = logging.getLogger("zrpc.transport")
 
 # Plain ints: pyzmq's enum flags cost more than the send itself on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
+#: As plain ints for the drivers' hot paths (zmq's enums cost a lookup each).
+NOBLOCK = _NOBLOCK
+POLLIN = int(zmq.POLLIN)
+POLLOUT = int(zmq.POLLOUT)
+EVENTS = int(zmq.EVENTS)
+#: Messages a driver's reader handles in one burst before others get a turn.
+BURST = 256
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 # Frames at least this large are sent without a copy (pyzmq copies smaller ones anyway).
 _ZERO_COPY = 1 << 16
@@ -175,6 +182,30 @@ class SocketCore:
             raise
         self.after_send()
         return True
+
+    def send_waits(self, frames: Sequence[Any], deadline: Optional[float],
+                   timeout: Optional[float]) -> Iterator[Tuple[Optional[float], bool]]:
+        """The waits of a send whose first ``try_send`` found the socket full, until it goes.
+
+        Yields ``(seconds, True)`` for a ROUTER, whose POLLOUT means "some
+        pipe has room", not ours: sleep, then try again; the sleeps double up
+        to 0.5 s, so thousands of replies to a frozen peer do not spin the CPU
+        until heartbeats declare it lost. Other sockets yield ``(seconds left
+        or None, False)``: wait until writable. Raises TimeoutExpired(timeout)
+        once ``deadline`` (time.monotonic()) passed: then nothing was sent.
+        """
+        backoff = 0.001
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutExpired(timeout, "while sending (no peer is taking messages)")
+            if self._is_router:
+                yield (backoff if remaining is None else min(backoff, remaining)), True
+                backoff = min(backoff * 2, 0.5)
+            else:
+                yield remaining, False
+            if self.try_send(frames):
+                return
 
     # -- the monitor -------------------------------------------------------
     def read_monitor(self) -> bool:

@@ -13,19 +13,17 @@ import asyncio
 import inspect
 import logging
 import time
-from collections import deque
 from functools import partial
-from typing import Any, Deque, Dict, Generator, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Generator, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
 from ..core.calling import CallQueue, Caller, OptionsView
-from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
+from ..core.client_session import ClientCall
 from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import ClientBase
-from ..security import ClientGuard
+from ..nodes import END_OF_STREAM, ClientBase, StreamBuffer, StreamHandle
 from .node import Node
 from .transport import Transport
 
@@ -33,30 +31,16 @@ __all__ = ["Client", "Call", "Stream", "Batch"]
 
 log = logging.getLogger("zrpc.client")
 
-_END = object()
+class _StreamState(StreamBuffer):
+    """A stream's buffer (see :class:`zrpc.nodes.StreamBuffer`); the reader awaits a future."""
 
-
-class _Failure:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class _StreamState:
-    """A stream's buffer, reached by the reader through its call (the user holds the Stream)."""
-
-    __slots__ = ("client", "call", "items", "waiter", "done")
+    __slots__ = ("waiter",)
 
     def __init__(self, client: "Client", call: ClientCall) -> None:
-        self.client = client
-        self.call = call
-        self.items: Deque[Any] = deque()
+        super().__init__(client, call)
         self.waiter: Optional[asyncio.Future] = None
-        self.done = False
 
-    def push(self, item: Any) -> None:
-        self.items.append(item)
+    def _wake(self) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -64,36 +48,23 @@ class _StreamState:
     async def next(self) -> Any:
         if self.done:
             raise StopAsyncIteration
-        call = self.call
         while not self.items:
             self.waiter = waiter = self.client._loop.create_future()
             try:
-                await asyncio.wait_for(waiter, call.timeout)
+                await asyncio.wait_for(waiter, self.call.timeout)
             except asyncio.TimeoutError:
-                self.close()
-                raise TimeoutExpired(call.timeout, f"waiting for the next item of {call.method}()") from None
+                raise self._timed_out() from None
             except asyncio.CancelledError:
                 self.close()  # the task awaiting the stream was cancelled: so is the stream
                 raise
-        item = self.items.popleft()
-        if item is _END:
-            self.done = True
+        item = self._take()
+        if item is END_OF_STREAM:
             raise StopAsyncIteration
-        if isinstance(item, _Failure):
-            self.done = True
-            raise item.exc
-        call.window.taken()
-        await self.client._grant(call)
+        await self.client._grant(self.call)
         return item
 
-    def close(self) -> None:
-        if not self.done:
-            self.done = True
-            self.items.clear()
-            self.client._abandon(self.call)
 
-
-class Stream:
+class Stream(StreamHandle):
     """The items of a streamed result, as they arrive: ``async for item in stream``.
 
     Waiting for each item is bounded by the call's timeout. Closing an
@@ -101,20 +72,13 @@ class Stream:
     tells a zrpc server to stop its generator at once.
     """
 
-    __slots__ = ("_state",)
-
-    def __init__(self, state: _StreamState) -> None:
-        self._state = state
+    __slots__ = ()
 
     def __aiter__(self) -> "Stream":
         return self
 
     async def __anext__(self) -> Any:
         return await self._state.next()
-
-    def close(self) -> None:
-        """Stop receiving; an unfinished stream is cancelled on the server. Idempotent."""
-        self._state.close()
 
     async def aclose(self) -> None:
         """As :meth:`close` (for ``contextlib.aclosing``)."""
@@ -126,11 +90,6 @@ class Stream:
     async def __aexit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            self._state.close()
-        except Exception:
-            pass
 
 
 class Call:
@@ -204,10 +163,6 @@ class _Caller(Caller):
         """
         return Call(self, method, args, kwargs)
 
-    def batch(self) -> "Batch":
-        """A Batch that sends queued calls together (see :class:`Batch`)."""
-        return Batch(self)
-
 
 class _Options(OptionsView, _Caller):
     pass
@@ -218,8 +173,8 @@ class Client(_Caller, ClientBase, Node):
 
     Takes the options of :class:`zrpc.Client` (``timeout``, ``heartbeat``,
     ``stream_window``, ``max_message_size``, ``context``, ``socket_options``,
-    ``trace``) with the same meaning; CURVE is not supported yet on asyncio
-    (TypeError). Make it inside a coroutine: it belongs to the running loop,
+    ``trace``, ``curve_server_key``, ``curve_secret_key``) with the same
+    meaning. Make it inside a coroutine: it belongs to the running loop,
     and any number of tasks of that loop may share it. ``async with`` closes it.
     ``headers``, ``interceptors`` and ``inherit_deadline`` are as for
     :class:`zrpc.Client`; an interceptor may be ``async def`` (``proceed()``
@@ -227,7 +182,8 @@ class Client(_Caller, ClientBase, Node):
     """
 
     _options_class = _Options
-    _kind = "Client"
+    _stream_state = _StreamState
+    _stream_handle = Stream
 
     def __init__(
         self,
@@ -246,32 +202,16 @@ class Client(_Caller, ClientBase, Node):
         interceptors: Iterable[Interceptor] = (),
         inherit_deadline: bool = True,
     ) -> None:
-        session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
-                                max_message_size=max_message_size, trace=trace, inherit_deadline=inherit_deadline)
-        Node.__init__(self, session, context, socket_options)
-        self._init_calling(headers, interceptors)
-        self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
-        self._socket_setups.append(self._guard.setup)
-        self._session: ClientSession = session
-        self._client = self
-        self._timeout = timeout
-        if isinstance(endpoint, str):
-            endpoint = [endpoint]
-        for ep in endpoint or ():
-            self.connect(ep)
-        self._start_io()
+        self._init_client(endpoint, timeout=timeout, heartbeat=heartbeat, stream_window=stream_window,
+                          max_message_size=max_message_size, context=context, socket_options=socket_options,
+                          trace=trace, curve_server_key=curve_server_key, curve_secret_key=curve_secret_key,
+                          headers=headers, interceptors=interceptors, inherit_deadline=inherit_deadline)
 
     async def close(self) -> None:
         """Fail calls in flight with ClosedError, tell their servers to cancel them, release the sockets."""
         if self._closed:
             return
-        session = self._session
-        for call in session.open_calls():
-            cancel = session.abandon(call)
-            self._fail(call, ClosedError("the client was closed"))
-            if cancel is not None:
-                self._send_nowait(call, cancel)
-        self._guard.close()
+        self._close_calls()
         await self._close_io()
 
     async def __aenter__(self) -> "Client":
@@ -344,91 +284,41 @@ class Client(_Caller, ClientBase, Node):
             except ClosedError:
                 return
 
-    # -- events from the server ---------------------------------------------------
-    def _on_frames(self, frames: List[Any]) -> None:
-        routed = self._session.receive(frames[-1], time.monotonic())
-        if routed is None:
-            return
-        kind, call, value = routed
-        if kind is ITEM:
-            self._stream_of(call).push(value)
-        elif kind is RESULT:
-            self._stop_timer(call)
-            future = call.future
-            if future is not None and not future.done():
-                future.set_result(value)
-        elif kind is END:
-            self._stream_of(call).push(_END)
-        else:
-            self._stop_timer(call)
-            self._fail_result(call, value)
-
-    def _stream_of(self, call: ClientCall) -> _StreamState:
-        state = call.stream
-        if state is None:
-            state = call.stream = _StreamState(self, call)
-            self._stop_timer(call)  # from now on, the timeout applies between items
-            future, call.future = call.future, None  # only the caller may keep the Stream alive
-            if future is not None and not future.done():
-                future.set_result(Stream(state))
-            else:
-                state.close()  # nobody wants it any more
-        return state
-
     def _on_done(self, call: ClientCall, future: asyncio.Future) -> None:
         if future.cancelled():
             self._abandon(call)
 
+    # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
+    def _settle(self, call: ClientCall, value: Any) -> None:
+        self._stop_timer(call)
+        self._resolve(call.future, value)
+
     @staticmethod
-    def _stop_timer(call: ClientCall) -> None:
-        timer, call.timer = call.timer, None
-        if timer is not None:
-            timer.cancel()
+    def _cancel_timer(timer: Any) -> None:
+        timer.cancel()
 
-    def _fail_result(self, call: ClientCall, exc: BaseException) -> None:
-        if call.stream is not None:
-            call.stream.push(_Failure(exc))
-        elif call.future is not None and not call.future.done():
-            call.future.set_exception(exc)
+    @staticmethod
+    def _resolve(future: Optional[asyncio.Future], value: Any) -> bool:
+        if future is None or future.done():
+            return False
+        future.set_result(value)
+        return True
 
-    def _fail(self, call: ClientCall, exc: BaseException) -> None:
-        self._session.finish(call)
-        self._stop_timer(call)
-        self._fail_result(call, exc)
-
-    def _expire(self, call: ClientCall) -> None:
-        call.timer = None
-        expired = self._session.expire(call)
-        if expired is None:
-            if call.transport is None:  # never sent: no server took it in time
-                self._fail_result(call, TimeoutExpired(
-                    call.timeout, self._session.calling(call.method) + " (no server took it)"))
-            return
-        exc, cancel = expired
-        self._fail_result(call, exc)
-        self._send_nowait(call, cancel)
-
-    def _abandon(self, call: ClientCall) -> None:
-        self._stop_timer(call)
-        cancel = self._session.abandon(call)
-        if cancel is not None:
-            self._send_nowait(call, cancel)
+    @staticmethod
+    def _reject(future: Optional[asyncio.Future], exc: BaseException) -> None:
+        if future is not None and not future.done():
+            future.set_exception(exc)
 
     async def _grant(self, call: ClientCall) -> None:
         """Send the credit due to a stream's server, waiting (within the call's timeout) for room."""
-        due = self._session.grant(call)
-        if due is None:
-            return
-        amount, payload = due
-        timeout = call.timeout
-        try:
-            await self._send(call, payload, None if timeout is None else time.monotonic() + timeout, timeout)
-        except ClosedError:
-            return
-        except TimeoutExpired as exc:
-            self._fail(call, exc)  # the server takes nothing: without credit it never sends again
-            return
-        call.window.sent(amount)
+        due = self._grant_due(call)
+        if due is not None:
+            try:
+                await self._send(call, due[1], due[2], call.timeout)
+            except (ClosedError, TimeoutExpired) as exc:
+                self._grant_failed(call, exc)
+            else:
+                call.window.sent(due[0])
 
 def _outcome_of(future: asyncio.Future) -> Tuple[Optional[BaseException], Any]:
     if future.cancelled():
@@ -458,3 +348,6 @@ class Batch(CallQueue):
                 failed.set_exception(exc)
                 futures.append(failed)
         return list(await asyncio.gather(*futures, return_exceptions=True))
+
+
+_Caller._batch_class = Batch

@@ -32,23 +32,11 @@ import zmq
 
 from ..core import protocol
 from ..core.errors import ClosedError
-from ..core.methods import MethodTable
 from ..core.protocol import printable
-from ..core.server_session import (
-    CANCEL,
-    CREDIT,
-    QUEUED,
-    SEND,
-    SERVER_STOPPED,
-    START,
-    Cancellation,
-    ServerCall,
-    ServerSession,
-)
 from ..core.intercept import _CURRENT, Interceptor, current_call
+from ..core.server_session import DEFAULT_MAX_PENDING, Cancellation, ServerCall
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import ServerBase
-from ..security import ServerGuard
+from ..nodes import REJECT_WAIT, ServerBase
 from .node import Node
 from .security import ZapDriver
 from .transport import PeerUnreachable
@@ -57,29 +45,27 @@ __all__ = ["Server", "current_call"]
 
 log = logging.getLogger("zrpc.server")
 
-_REJECT_WAIT = 5.0
-_MAX_PENDING_REJECTS = 1024
 _SYNC_MODES = ("thread", "inline")
 # How a method is run, decided once per function.
 _AWAIT, _AGEN, _INLINE, _THREAD = "await", "agen", "inline", "thread"
 _DONE = object()
 
+
 class Server(ServerBase, Node):
     """Serve the public callables of ``methods`` (an object, a module or a dict) from asyncio.
 
     Takes the options of :class:`zrpc.Server` (``name``, ``heartbeat``,
-    ``pool_size``, ``send_tracebacks``, ``stream_generators``,
+    ``pool_size``, ``max_pending``, ``send_tracebacks``, ``stream_generators``,
     ``max_message_size``, ``context``, ``socket_options``, ``trace``) with
     the same meaning, plus ``sync_methods`` ("thread" or "inline") and
-    ``threads`` for plain functions (see the module docstring). Security
-    options are not supported yet on asyncio (TypeError). Make it inside a
-    coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
+    ``threads`` for plain functions (see the module docstring). The security
+    options are as for :class:`zrpc.Server`. Make it inside a coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
     ``interceptors`` are as for :class:`zrpc.Server`; one may be ``async
     def``: ``proceed()`` returns an awaitable here (a plain interceptor
     just returns it; ``zrpc.current_call()`` works in the call's task).
     """
 
-    _kind = "Server"
+    _event_class = asyncio.Event
 
     def __init__(
         self,
@@ -88,6 +74,7 @@ class Server(ServerBase, Node):
         *,
         heartbeat: Optional[float] = 5.0,
         pool_size: Optional[int] = None,
+        max_pending: Optional[int] = DEFAULT_MAX_PENDING,
         send_tracebacks: bool = True,
         stream_generators: bool = False,
         max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
@@ -106,42 +93,21 @@ class Server(ServerBase, Node):
             raise ValueError(f"sync_methods must be one of {', '.join(_SYNC_MODES)}, not {sync_methods!r}")
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        if methods is None:
-            methods = self  # subclass style: class MyService(zrpc.aio.Server)
-        exclude = set(dir(Server)) if methods is self else None
-        session = ServerSession(
-            MethodTable(methods, name, exclude),
-            heartbeat=heartbeat,
-            pool_size=pool_size,
-            send_tracebacks=send_tracebacks,
-            stream_generators=stream_generators,
-            max_message_size=max_message_size,
-            trace=trace,
-        )
-        super().__init__(session, context, socket_options)
-        self._session: ServerSession = session
-        self._interceptors = list(interceptors)
         self._sync_methods = sync_methods
         self._threads = threads
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._how: Dict[Callable[..., Any], str] = {f: _INLINE for f in session.methods.builtins.values()}
-        self._guard = ServerGuard.create(ZapDriver, self._context, curve_secret_key, curve_clients,
-                                         allow_ips, deny_ips)
-        if self._guard is not None:
-            self._socket_setups.append(self._guard.setup)
-        self._transport = self._new_transport()
-        self._pending_rejects = 0
-        self._stopped = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._init_server(methods, name, exclude_from=Server, zap_driver=ZapDriver, heartbeat=heartbeat,
+                          pool_size=pool_size, max_pending=max_pending, send_tracebacks=send_tracebacks,
+                          stream_generators=stream_generators, max_message_size=max_message_size, trace=trace,
+                          context=context, socket_options=socket_options, curve_secret_key=curve_secret_key,
+                          curve_clients=curve_clients, allow_ips=allow_ips, deny_ips=deny_ips,
+                          interceptors=interceptors)
+        self._how: Dict[Callable[..., Any], str] = {f: _INLINE for f in self._session.methods.builtins.values()}
 
     # -- life cycle ------------------------------------------------------------
     def start(self) -> "Server":
         """Serve in the background of the running loop; returns at once."""
-        if self._session.stopping:
-            raise RuntimeError("a stopped server cannot be started again; make a new one")
-        self._start_io()
-        return self
+        return super().start()
 
     async def run(self) -> None:
         """Serve until :meth:`stop` or :meth:`close` is called (from another task)."""
@@ -152,8 +118,7 @@ class Server(ServerBase, Node):
         """Stop taking new calls; let calls in flight finish for up to ``timeout`` seconds, then cancel them."""
         self._session.stopping = True
         if not await self._wait_idle(timeout):
-            for call in self._session.open_calls():
-                self._cancel(call, SERVER_STOPPED)
+            self._cancel_open_calls()
             await self._wait_idle(1.0)
         self._stopped.set()
 
@@ -169,8 +134,7 @@ class Server(ServerBase, Node):
         if self._closed:
             return
         await self.stop(0)
-        if self._guard is not None:
-            self._guard.close()  # before the context is terminated: the ZAP socket lives on it
+        self._close_guard()
         await self._close_io()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
@@ -181,50 +145,30 @@ class Server(ServerBase, Node):
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
 
-    # -- receiving -------------------------------------------------------------
-    def _on_frames(self, frames: List[Any]) -> None:
-        action = self._session.receive(frames, time.monotonic())
-        if action is None:
-            return
-        kind = action[0]
-        if kind is START or kind is QUEUED:
-            if self._admit(action[1]) and kind is START:
-                self._launch(action[1])
-                self._idle.clear()
-        elif kind is CREDIT:
-            ready = action[1].credit_ready
-            if ready is not None and not ready.done():
-                ready.set_result(None)
-        elif kind is CANCEL:
-            self._cancel(action[1], action[2])
-        elif kind is SEND:
-            self._send_reject(action[1])
-
+    # -- the waiting behind zrpc.nodes.ServerBase ---------------------------------
     def _launch(self, call: ServerCall) -> None:
         call.task = self._loop.create_task(self._serve(call))
 
-    def _send_reject(self, frames: List[Any]) -> None:
-        """Send an ERR outside any call without waiting; if the socket is full, retry in a task."""
-        try:
-            if self._transport.try_send(frames):
-                return
-        except (PeerUnreachable, ClosedError):
-            return
-        if self._pending_rejects >= _MAX_PENDING_REJECTS:
-            log.warning("dropped an ERR reply: %d already wait for a full socket", self._pending_rejects)
-            return
-        self._pending_rejects += 1
+    def _interrupt_call(self, call: ServerCall, why: Cancellation) -> None:
+        if call.task is not None and call.task is not asyncio.current_task():
+            call.task.cancel()
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def _send_reject_later(self, frames: List[Any]) -> None:
         self._loop.create_task(self._send_reject_slowly(frames))
 
     async def _send_reject_slowly(self, frames: List[Any]) -> None:
+        error = None
         try:
-            await self._transport.send(frames, time.monotonic() + _REJECT_WAIT, _REJECT_WAIT)
-        except (PeerUnreachable, ClosedError):
-            pass
+            await self._transport.send(frames, time.monotonic() + REJECT_WAIT, REJECT_WAIT)
         except Exception as exc:
-            log.warning("dropped an ERR reply: %s", exc)
+            error = exc
         finally:
-            self._pending_rejects -= 1
+            self._reject_sent(error)
 
     # -- serving one call -------------------------------------------------------
     def _how_to_run(self, func: Callable[..., Any]) -> str:
@@ -350,24 +294,3 @@ class Server(ServerBase, Node):
             await self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
         finally:
             await agen.aclose()
-
-    # -- cancel, heartbeat loss ----------------------------------------------------
-    def _cancel(self, call: ServerCall, why: Cancellation) -> None:
-        interrupt, answer = self._session.cancel(call, why)
-        if answer is not None:
-            self._send_reject(answer[1])
-        if call.waiting:
-            if self._session.idle:
-                self._idle.set()
-        elif interrupt and call.task is not None and call.task is not asyncio.current_task():
-            call.task.cancel()
-        # a task created but not yet running sees call.cancelled when it starts
-
-    def _on_lost(self, call: Any) -> None:
-        self._cancel(call, self._session.lost(call))
-
-    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
-        return [*channel.envelope, payload]
-
-    def _transport_of(self, channel: Any) -> Any:
-        return self._transport

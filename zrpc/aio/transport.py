@@ -20,24 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Callable, List, Optional, Sequence
 
 import zmq
 
-from ..core.errors import TimeoutExpired
-from ..sockets import PeerUnreachable, SocketCore
+from ..sockets import BURST as _BURST, EVENTS as _EVENTS, NOBLOCK as _NOBLOCK
+from ..sockets import POLLIN as _POLLIN, POLLOUT as _POLLOUT, PeerUnreachable, SocketCore
 
 __all__ = ["Transport", "PeerUnreachable"]
 
 log = logging.getLogger("zrpc.transport")
 
-_NOBLOCK = int(zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
-_POLLOUT = int(zmq.POLLOUT)
-_EVENTS = int(zmq.EVENTS)
-# Messages handled per drain before the loop gets a turn (then the drain is rescheduled).
-_BURST = 256
 
 
 class Transport(SocketCore):
@@ -197,18 +190,13 @@ class Transport(SocketCore):
 
         Raises TimeoutExpired(timeout) if the deadline passes first: then nothing was sent.
         """
-        backoff = 0.001
-        while not self.try_send(frames):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutExpired(timeout, "while sending (no peer is taking messages)")
-            if self._is_router:
-                # ROUTER's POLLOUT means "some pipe has room", not ours: back off.
-                await asyncio.sleep(backoff if remaining is None else min(backoff, remaining))
-                backoff = min(backoff * 2, 0.5)  # a frozen peer costs no CPU spin
+        if self.try_send(frames):
+            return
+        for seconds, sleep in self.send_waits(frames, deadline, timeout):
+            if sleep:
+                await asyncio.sleep(seconds)
                 continue
-            waiter = self.writable()
             try:
-                await asyncio.wait_for(asyncio.shield(waiter), remaining)
+                await asyncio.wait_for(asyncio.shield(self.writable()), seconds)
             except asyncio.TimeoutError:
                 pass

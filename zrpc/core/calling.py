@@ -42,14 +42,20 @@ class RemoteMethod:
 class Caller:
     """The calling API a driver's Client and its ``with_options`` views share.
 
-    A driver subclass defines ``call`` (how a caller waits) and ``batch``;
-    ``call_async`` hands the call to ``_client._start`` (through the client's
-    interceptors, if it has any).
+    A driver subclass defines ``call`` (how a caller waits) and its
+    ``_batch_class``; ``call_async`` hands the call to ``_client._start``
+    (through the client's interceptors, if it has any).
     """
 
     _client: Any
     _timeout: Optional[float]
     _headers: Optional[Dict[str, Any]] = None  # validated; None: no user headers
+    #: The driver's Batch: ``_batch_class(caller)``.
+    _batch_class: Callable[[Any], Any]
+
+    def batch(self) -> Any:
+        """A Batch that sends queued calls together (see the driver's ``Batch``)."""
+        return self._batch_class(self)
 
     def call_async(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Start calling ``method`` and return the driver's future at once."""

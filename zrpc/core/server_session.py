@@ -39,7 +39,8 @@ from .intercept import CallInfo, request_timeout
 from .methods import MethodTable
 from .session import Session, Tracer
 
-__all__ = ["ServerSession", "ServerCall", "Cancellation", "DEADLINE_PASSED", "DEADLINE_TICK", "START", "QUEUED", "SEND", "CREDIT", "CANCEL"]
+__all__ = ["ServerSession", "ServerCall", "Cancellation", "DEFAULT_MAX_PENDING", "DEADLINE_PASSED",
+           "DEADLINE_TICK", "START", "QUEUED", "SEND", "CREDIT", "CANCEL"]
 
 log = logging.getLogger("zrpc.server")
 
@@ -110,6 +111,10 @@ class ServerCall(Channel):
             info = self.info = CallInfo(self.method, self.header or {}, self.connection, self.deadline,
                                         self.started, self.size)
         return info
+
+
+#: Calls that may wait for room in the pool by default; more are refused with ServerBusy.
+DEFAULT_MAX_PENDING = 100_000
 
 
 class ServerSession(Session):

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import gevent
 import zmq
 from gevent.event import AsyncResult, Event
 
 from ..core.calling import CallQueue, Caller, OptionsView
-from ..core.client_session import END, ERROR, ITEM, RESULT, ClientCall, ClientSession
+from ..core.client_session import ClientCall
 from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
 from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import ClientBase
+from ..nodes import END_OF_STREAM, ClientBase, StreamBuffer, StreamHandle
 from .node import Node
-from ..security import ClientGuard
 from .transport import Transport
 
 __all__ = ["Client", "Future", "Stream", "Batch"]
@@ -35,61 +33,33 @@ log = logging.getLogger("zrpc.client")
 #: ``exception``...), usable with ``gevent.wait`` and ``gevent.joinall``.
 Future = AsyncResult
 
-_END = object()
+class _StreamState(StreamBuffer):
+    """A stream's buffer (see :class:`zrpc.nodes.StreamBuffer`); the reader waits on an Event."""
 
-
-class _StreamState:
-    """A stream's buffer, reached by the reader through its call.
-
-    Kept apart from the user's :class:`Stream` handle so that dropping the
-    handle (``break``) lets it be collected and cancel the server's generator.
-    """
-
-    __slots__ = ("client", "call", "items", "ready", "done")
+    __slots__ = ("ready",)
 
     def __init__(self, client: "Client", call: ClientCall) -> None:
-        self.client = client
-        self.call = call
-        self.items: Deque[Any] = deque()
+        super().__init__(client, call)
         self.ready = Event()
-        self.done = False
 
-    def push(self, item: Any) -> None:
-        self.items.append(item)
-        self.ready.set()
-
-    def fail(self, exc: BaseException) -> None:
-        self.items.append(_Failure(exc))
+    def _wake(self) -> None:
         self.ready.set()
 
     def next(self) -> Any:
         if self.done:
             raise StopIteration
-        call = self.call
         while not self.items:
             self.ready.clear()
-            if not self.ready.wait(call.timeout):
-                self.close()
-                raise TimeoutExpired(call.timeout, f"waiting for the next item of {call.method}()")
-        item = self.items.popleft()
-        if item is _END:
-            self.done = True
+            if not self.ready.wait(self.call.timeout):
+                raise self._timed_out()
+        item = self._take()
+        if item is END_OF_STREAM:
             raise StopIteration
-        if isinstance(item, _Failure):
-            self.done = True
-            raise item.exc
-        call.window.taken()
-        self.client._grant(call)
+        self.client._grant(self.call)
         return item
 
-    def close(self) -> None:
-        if not self.done:
-            self.done = True
-            self.items.clear()
-            self.client._abandon(self.call)
 
-
-class Stream:
+class Stream(StreamHandle):
     """The items of a streamed result, as they arrive. Iterate it; close it (or break) to stop early.
 
     Waiting for each item is bounded by the call's timeout; heartbeats keep
@@ -97,10 +67,7 @@ class Stream:
     dropping it, tells a zrpc server to stop its generator at once.
     """
 
-    __slots__ = ("_state",)
-
-    def __init__(self, state: _StreamState) -> None:
-        self._state = state
+    __slots__ = ()
 
     def __iter__(self) -> "Stream":
         return self
@@ -108,28 +75,12 @@ class Stream:
     def __next__(self) -> Any:
         return self._state.next()
 
-    def close(self) -> None:
-        """Stop receiving; an unfinished stream is cancelled on the server. Idempotent."""
-        self._state.close()
-
     def __enter__(self) -> "Stream":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            self._state.close()
-        except Exception:
-            pass
-
-
-class _Failure:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 class _Caller(Caller):
@@ -144,10 +95,6 @@ class _Caller(Caller):
         if client._interceptors:
             return client._intercepted(method, args, kwargs, self._timeout, self._headers, False)
         return client._start(method, args, kwargs, self._timeout, self._headers).get()
-
-    def batch(self) -> "Batch":
-        """A Batch that sends queued calls together (see :class:`Batch`)."""
-        return Batch(self)
 
 
 class _Options(OptionsView, _Caller):
@@ -180,6 +127,8 @@ class Client(_Caller, ClientBase, Node):
 
     _socket_type = zmq.DEALER
     _options_class = _Options
+    _stream_state = _StreamState
+    _stream_handle = Stream
 
     def __init__(
         self,
@@ -202,21 +151,11 @@ class Client(_Caller, ClientBase, Node):
         if passive_heartbeat:
             # zerorpc code passes it; zrpc's heartbeats already work against passive peers.
             log.debug("passive_heartbeat=True ignored: zrpc always sends heartbeats")
-        session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
-                                max_message_size=max_message_size, trace=trace, inherit_deadline=inherit_deadline)
-        Node.__init__(self, session, context, socket_options)
-        self._init_calling(headers, interceptors)
-        self._session: ClientSession = session
-        self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
-        self._socket_setups.append(self._guard.setup)
-        self._client = self
-        self._timeout = timeout
         self._hub_loop = gevent.get_hub().loop
-        if isinstance(endpoint, str):
-            endpoint = [endpoint]
-        for ep in endpoint or ():
-            self.connect(ep)
-        self._start_io()
+        self._init_client(endpoint, timeout=timeout, heartbeat=heartbeat, stream_window=stream_window,
+                          max_message_size=max_message_size, context=context, socket_options=socket_options,
+                          trace=trace, curve_server_key=curve_server_key, curve_secret_key=curve_secret_key,
+                          headers=headers, interceptors=interceptors, inherit_deadline=inherit_deadline)
 
     def close(self) -> None:
         """Fail calls in flight with ClosedError, tell their servers to cancel them, and release the sockets.
@@ -225,13 +164,7 @@ class Client(_Caller, ClientBase, Node):
         """
         if self.closed:
             return
-        session = self._session
-        for call in session.open_calls():
-            cancel = session.abandon(call)
-            self._fail(call, ClosedError("the client was closed"))
-            if cancel is not None:
-                self._send_nowait(call, cancel)  # the server stops the work now
-        self._guard.close()
+        self._close_calls()
         self._close_io()
 
     def __enter__(self) -> "Client":
@@ -305,83 +238,39 @@ class Client(_Caller, ClientBase, Node):
         info._settle(None, value)
         return value
 
-    # -- events from the server -------------------------------------------------
-    def _on_frames(self, frames: List[Any]) -> None:
-        routed = self._session.receive(frames[-1], time.monotonic())
-        if routed is None:
-            return
-        kind, call, value = routed
-        if kind is ITEM:
-            self._stream_of(call).push(value)
-        elif kind is RESULT:
-            self._stop_timer(call)
-            call.future.set(value)
-        elif kind is END:
-            self._stream_of(call).push(_END)
-        else:
-            self._stop_timer(call)
-            self._fail_result(call, value)
-
-    def _stream_of(self, call: ClientCall) -> _StreamState:
-        state = call.stream
-        if state is None:
-            state = call.stream = _StreamState(self, call)
-            self._stop_timer(call)  # from now on, the timeout applies between items
-            call.future.set(Stream(state))
-            # Only the caller may keep the Stream alive: dropping it must cancel the stream.
-            call.future = None
-        return state
-
-    @staticmethod
-    def _stop_timer(call: ClientCall) -> None:
-        timer, call.timer = call.timer, None
+    # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
+    def _settle(self, call: ClientCall, value: Any) -> None:
+        timer, call.timer = call.timer, None  # _stop_timer, inline: this is every call's path
         if timer is not None:
             timer.close()
+        call.future.set(value)
 
-    def _fail_result(self, call: ClientCall, exc: BaseException) -> None:
-        if call.stream is not None:
-            call.stream.fail(exc)
-        elif call.future is not None and not call.future.ready():
-            call.future.set_exception(exc)
+    @staticmethod
+    def _resolve(future: Optional[Future], value: Any) -> bool:
+        if future is None or future.ready():
+            return False
+        future.set(value)
+        return True
 
-    def _fail(self, call: ClientCall, exc: BaseException) -> None:
-        self._session.finish(call)
-        self._stop_timer(call)
-        self._fail_result(call, exc)
+    @staticmethod
+    def _cancel_timer(timer: Any) -> None:
+        timer.close()
 
-    def _expire(self, call: ClientCall) -> None:
-        call.timer = None
-        expired = self._session.expire(call)
-        if expired is None:
-            return
-        exc, cancel = expired
-        self._fail_result(call, exc)
-        self._send_nowait(call, cancel)
-
-    def _abandon(self, call: ClientCall) -> None:
-        cancel = self._session.abandon(call)
-        if cancel is not None:
-            self._stop_timer(call)
-            self._send_nowait(call, cancel)
+    @staticmethod
+    def _reject(future: Optional[Future], exc: BaseException) -> None:
+        if future is not None and not future.ready():
+            future.set_exception(exc)
 
     def _grant(self, call: ClientCall) -> None:
         """Send the credit due to a stream's server, waiting (within the call's timeout) for room."""
-        due = self._session.grant(call)
-        if due is None:
-            return
-        amount, payload = due
-        timeout = call.timeout
-        try:
-            call.transport.send(self._frames(call, payload),
-                                None if timeout is None else time.monotonic() + timeout, timeout)
-        except ClosedError:
-            return
-        except TimeoutExpired as exc:
-            # The server takes nothing from us: without credit it never sends again.
-            self._fail(call, exc)
-            return
-        call.window.sent(amount)
-        call.last_sent = time.monotonic()
+        due = self._grant_due(call)
+        if due is not None:
+            try:
+                self._send(call, due[1], due[2], call.timeout)
+            except (ClosedError, TimeoutExpired) as exc:
+                self._grant_failed(call, exc)
+            else:
+                call.window.sent(due[0])
 
 class Batch(CallQueue):
     """Calls queued, then sent together: all in flight at once, results in order.
@@ -411,3 +300,6 @@ class Batch(CallQueue):
             future.wait()
             results.append(future.value if future.successful() else future.exception)
         return results
+
+
+_Caller._batch_class = Batch

@@ -20,23 +20,11 @@ from gevent.hub import Waiter
 from ..core import protocol
 from ..core.errors import ClosedError
 from ..core.protocol import printable
-from ..core.methods import MethodTable
-from ..core.server_session import (
-    CANCEL,
-    CREDIT,
-    QUEUED,
-    SEND,
-    SERVER_STOPPED,
-    START,
-    Cancellation,
-    ServerCall,
-    ServerSession,
-)
-from ..core.intercept import _CURRENT, Interceptor
+from ..core.server_session import DEFAULT_MAX_PENDING, Cancellation, ServerCall
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import ServerBase
+from ..core.intercept import _CURRENT, Interceptor
+from ..nodes import REJECT_WAIT, ServerBase
 from .node import Node
-from ..security import ServerGuard
 from .security import ZapDriver
 from .transport import PeerUnreachable
 
@@ -47,12 +35,6 @@ log = logging.getLogger("zrpc.server")
 # Idle call greenlets kept for reuse: resuming one costs ~1 us, spawning ~11 us
 # (a fresh 16 KiB stack mapping each time). Bounded so a burst does not pin memory.
 _MAX_IDLE_WORKERS = 256
-#: Calls that may wait for room in the pool by default; more are refused with ServerBusy.
-DEFAULT_MAX_PENDING = 100_000
-# ERRs sent outside any call that the socket could not take at once wait for room
-# this long, in a greenlet of their own, before they are dropped with a log line.
-_REJECT_WAIT = 5.0
-_MAX_PENDING_REJECTS = 1024
 
 
 class _Cancelled(gevent.GreenletExit):
@@ -84,6 +66,8 @@ class Server(ServerBase, Node):
     first outermost (see the README's "Interceptors, deadlines and metrics").
     """
 
+    _event_class = Event
+
     def __init__(
         self,
         methods: Any = None,
@@ -104,40 +88,18 @@ class Server(ServerBase, Node):
         deny_ips: Optional[Iterable[str]] = None,
         interceptors: Iterable[Interceptor] = (),
     ) -> None:
-        if methods is None:
-            methods = self  # subclass style: class MyService(zrpc.Server)
-        exclude = set(dir(Server)) if methods is self else None
-        session = ServerSession(
-            MethodTable(methods, name, exclude),
-            heartbeat=heartbeat,
-            pool_size=pool_size,
-            max_pending=max_pending,
-            send_tracebacks=send_tracebacks,
-            stream_generators=stream_generators,
-            max_message_size=max_message_size,
-            trace=trace,
-        )
-        super().__init__(session, context, socket_options)
-        self._session: ServerSession = session
-        self._interceptors = list(interceptors)
-        self._guard = ServerGuard.create(ZapDriver, self._context, curve_secret_key, curve_clients, allow_ips, deny_ips)
-        if self._guard is not None:
-            self._socket_setups.append(self._guard.setup)
-        # One ROUTER for every endpoint: it routes each reply by the caller's identity.
-        self._transport = self._new_transport()
+        self._init_server(methods, name, exclude_from=Server, zap_driver=ZapDriver, heartbeat=heartbeat,
+                          pool_size=pool_size, max_pending=max_pending, send_tracebacks=send_tracebacks,
+                          stream_generators=stream_generators, max_message_size=max_message_size, trace=trace,
+                          context=context, socket_options=socket_options, curve_secret_key=curve_secret_key,
+                          curve_clients=curve_clients, allow_ips=allow_ips, deny_ips=deny_ips,
+                          interceptors=interceptors)
         self._idle_workers: List[Waiter] = []
-        self._pending_rejects = 0
-        self._stopped = Event()
-        self._idle = Event()
-        self._idle.set()
 
     # -- public life cycle ----------------------------------------------------
     def start(self) -> "Server":
         """Serve in the background of the current gevent hub; returns at once."""
-        if self._session.stopping:
-            raise RuntimeError("a stopped server cannot be started again; make a new one")
-        self._start_io()
-        return self
+        return super().start()
 
     def run(self) -> None:
         """Serve until :meth:`stop` or :meth:`close` is called (from another greenlet or a signal)."""
@@ -155,8 +117,7 @@ class Server(ServerBase, Node):
         # connections that calls in flight must answer on.
         self._session.stopping = True
         if not self._idle.wait(timeout):
-            for call in self._session.open_calls():
-                self._cancel(call, SERVER_STOPPED)
+            self._cancel_open_calls()
             self._idle.wait(1.0)
         self._stopped.set()
 
@@ -165,8 +126,7 @@ class Server(ServerBase, Node):
         if self.closed:
             return
         self.stop(0)
-        if self._guard is not None:
-            self._guard.close()  # before the context is terminated: the ZAP socket lives on it
+        self._close_guard()
         self._close_io()
         idle, self._idle_workers = self._idle_workers, []
         loop = gevent.get_hub().loop
@@ -179,25 +139,7 @@ class Server(ServerBase, Node):
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    # -- receiving ---------------------------------------------------------
-    def _on_frames(self, frames: List[Any]) -> None:
-        action = self._session.receive(frames, time.monotonic())
-        if action is None:
-            return
-        kind = action[0]
-        if kind is START or kind is QUEUED:
-            if self._admit(action[1]) and kind is START:
-                self._launch(action[1])
-                self._idle.clear()
-        elif kind is CREDIT:
-            ready = action[1].credit_ready
-            if ready is not None:
-                ready.set()
-        elif kind is CANCEL:
-            self._cancel(action[1], action[2])
-        elif kind is SEND:
-            self._send_reject(action[1])
-
+    # -- the waiting behind zrpc.nodes.ServerBase ----------------------------
     def _launch(self, call: ServerCall) -> None:
         if self._idle_workers:
             waiter = self._idle_workers.pop()
@@ -216,28 +158,21 @@ class Server(ServerBase, Node):
             self._idle_workers.append(waiter)
             call = waiter.get()
 
-    def _send_reject(self, frames: List[Any]) -> None:
-        """Send an ERR outside any call without blocking the reader; if the socket is full, wait in a greenlet."""
-        try:
-            if self._transport.try_send(frames):
-                return
-        except (PeerUnreachable, ClosedError):
-            return  # the caller is gone: nobody to tell
-        if self._pending_rejects >= _MAX_PENDING_REJECTS:
-            log.warning("dropped an ERR reply: %d already wait for a full socket", self._pending_rejects)
-            return
-        self._pending_rejects += 1
+    @staticmethod
+    def _wake(waiter: Event) -> None:
+        waiter.set()
+
+    def _send_reject_later(self, frames: List[Any]) -> None:
         gevent.spawn(self._send_reject_slowly, frames)
 
     def _send_reject_slowly(self, frames: List[Any]) -> None:
+        error = None
         try:
-            self._transport.send(frames, time.monotonic() + _REJECT_WAIT, _REJECT_WAIT)
-        except (PeerUnreachable, ClosedError):
-            pass
-        except Exception as exc:  # TimeoutExpired: the peer takes nothing
-            log.warning("dropped an ERR reply: %s", exc)
+            self._transport.send(frames, time.monotonic() + REJECT_WAIT, REJECT_WAIT)
+        except Exception as exc:
+            error = exc
         finally:
-            self._pending_rejects -= 1
+            self._reject_sent(error)
 
     # -- serving one call ------------------------------------------------------
     def _serve(self, call: ServerCall) -> None:
@@ -314,17 +249,10 @@ class Server(ServerBase, Node):
             if close is not None:
                 close()  # runs the generator's finally now, not at garbage collection
 
-    # -- cancel, heartbeat loss -----------------------------------------------
-    def _cancel(self, call: ServerCall, why: Cancellation) -> None:
-        interrupt, answer = self._session.cancel(call, why)
-        if answer is not None:
-            self._send_reject(answer[1])
-        if call.waiting:  # a queued call: the server may be idle now
-            if self._session.idle:
-                self._idle.set()
-        elif interrupt and call.task is not gevent.getcurrent():
+    # -- cancel ---------------------------------------------------------------
+    def _interrupt_call(self, call: ServerCall, why: Cancellation) -> None:
+        if call.task is not gevent.getcurrent():
             gevent.get_hub().loop.run_callback(self._interrupt, call, why)
-        # a task spawned but not yet running sees call.cancelled when it starts
 
     @staticmethod
     def _interrupt(call: ServerCall, why: Cancellation) -> None:
@@ -336,12 +264,3 @@ class Server(ServerBase, Node):
         task = call.task
         if call.running and task is not None and not task.dead:
             task.throw(_Cancelled(why))
-
-    def _on_lost(self, call: Any) -> None:
-        self._cancel(call, self._session.lost(call))
-
-    def _frames(self, channel: Any, payload: bytes) -> List[Any]:
-        return [*channel.envelope, payload]
-
-    def _transport_of(self, channel: Any) -> Any:
-        return self._transport

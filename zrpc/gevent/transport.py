@@ -14,7 +14,6 @@ the FD's notification) the reader is re-armed by asking ``EVENTS`` again.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable, List, Optional, Sequence
 
 import gevent
@@ -22,19 +21,13 @@ import zmq
 from gevent.event import Event
 from gevent.hub import get_hub
 
-from ..core.errors import TimeoutExpired
-from ..sockets import HWM, PeerUnreachable, SocketCore
+from ..sockets import BURST as _BURST, EVENTS as _EVENTS, HWM, NOBLOCK as _NOBLOCK
+from ..sockets import POLLIN as _POLLIN, POLLOUT as _POLLOUT, PeerUnreachable, SocketCore
 
 __all__ = ["Transport", "PeerUnreachable", "HWM"]
 
 log = logging.getLogger("zrpc.transport")
 
-_NOBLOCK = int(zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
-_POLLOUT = int(zmq.POLLOUT)
-_EVENTS = int(zmq.EVENTS)
-# The reader yields to other greenlets after this many messages in a burst.
-_BURST = 256
 # Receive errors after which a socket can never read again.
 _FATAL = frozenset((zmq.ETERM, zmq.ENOTSOCK, zmq.EFAULT))
 
@@ -216,18 +209,12 @@ class Transport(SocketCore):
         Raises TimeoutExpired(timeout) if the deadline passes before the
         message was queued: then nothing at all was sent.
         """
-        backoff = 0.001
-        while not self.try_send(frames):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutExpired(timeout, "while sending (no peer is taking messages)")
-            if self._is_router:
-                # ROUTER's POLLOUT means "some pipe has room", not ours: back off. The cap
-                # keeps thousands of replies to one frozen peer from spinning the CPU until
-                # heartbeats declare it lost and cancel them.
-                gevent.sleep(backoff if remaining is None else min(backoff, remaining))
-                backoff = min(backoff * 2, 0.5)
-                continue
-            writable = self.arm_writable()
-            if not writable.is_set():
-                writable.wait(remaining)
+        if self.try_send(frames):
+            return
+        for seconds, sleep in self.send_waits(frames, deadline, timeout):
+            if sleep:
+                gevent.sleep(seconds)
+            else:
+                writable = self.arm_writable()
+                if not writable.is_set():
+                    writable.wait(seconds)
