@@ -182,3 +182,44 @@ def test_aio_a_task_outliving_its_call_does_not_inherit_the_passed_deadline():
             await back.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_aio_server_cancels_a_call_past_its_deadline_without_any_cancel_event():
+    import asyncio
+
+    import zmq.asyncio
+
+    import zrpc.aio
+
+    async def main():
+        stopped = []
+
+        class Slow:
+            async def nap(self, seconds):
+                try:
+                    await asyncio.sleep(seconds)
+                except asyncio.CancelledError:
+                    stopped.append(time.monotonic())
+                    raise
+
+        server = zrpc.aio.Server(Slow(), heartbeat=None)
+        endpoint = server.bind("tcp://127.0.0.1:*")
+        server.start()
+        context = zmq.asyncio.Context()
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(endpoint)
+        try:
+            started = time.monotonic()
+            await sock.send_multipart([b"", pack({"message_id": b"m1", "v": 3, "zrpc_timeout": 0.4}, "nap", [30])])
+            frames = await asyncio.wait_for(sock.recv_multipart(), 5)
+            header, name, args = msgpack.unpackb(frames[-1], raw=False)
+            assert name == "ERR" and args[0] == "DeadlineExceeded", args
+            assert 0.4 <= time.monotonic() - started < 0.4 + DEADLINE_TICK + 1.0
+            assert stopped and server.calls_in_flight == 0
+        finally:
+            sock.close()
+            context.term()
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
