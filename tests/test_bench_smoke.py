@@ -87,3 +87,16 @@ def test_metrics_ab_runs_and_prints_a_ratio():
                           env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "median ratio on/off: " in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_balance_bench_runs_both_policies_on_the_same_servers():
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.balance", "--runs", "1", "--duration", "0.3", "--callers", "8"],
+        cwd=ROOT, capture_output=True, text=True, timeout=100, env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert {"least-in-flight", "round-robin", "least-in-flight / round-robin"} <= set(rows), proc.stdout
+    # round robin gives each of the three servers a third of the calls, whatever its speed
+    assert "| 33." in rows["round-robin"], rows["round-robin"]

@@ -27,7 +27,9 @@ from .core.errors import (
     LostRemote,
     RemoteError,
     ServerBusy,
+    ServerStopping,
     TimeoutExpired,
+    TooManyServers,
     ZrpcError,
 )
 from .core.intercept import CallInfo, ClientCallInfo, current_call
@@ -50,6 +52,8 @@ __all__ = [
     "ZrpcError",
     "RemoteError",
     "ServerBusy",
+    "ServerStopping",
+    "TooManyServers",
     "TimeoutExpired",
     "LostRemote",
     "KeywordArgumentsUnsupported",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 import time
 from functools import partial
 from typing import Any, Dict, Generator, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -19,11 +20,12 @@ from typing import Any, Dict, Generator, Iterable, List, Mapping, Optional, Sequ
 import zmq
 
 from ..core.calling import CallQueue, Caller, OptionsView
+from ..core.balancing import ResolvedName
 from ..core.client_session import ClientCall
-from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
+from ..core.errors import ClosedError, TimeoutExpired
 from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import END_OF_STREAM, ClientBase, StreamBuffer, StreamHandle
+from ..nodes import END_OF_STREAM, ClientBase, Resolver, StreamBuffer, StreamHandle
 from .node import Node
 from .transport import Transport
 
@@ -173,8 +175,9 @@ class Client(_Caller, ClientBase, Node):
 
     Takes the options of :class:`zrpc.Client` (``timeout``, ``heartbeat``,
     ``stream_window``, ``max_message_size``, ``context``, ``socket_options``,
-    ``trace``, ``curve_server_key``, ``curve_secret_key``) with the same
-    meaning. Make it inside a coroutine: it belongs to the running loop,
+    ``trace``, ``curve_server_key``, ``curve_secret_key``, ``dns_refresh``,
+    ``resolver``) with the same meaning, and balances over several servers
+    the same way. Make it inside a coroutine: it belongs to the running loop,
     and any number of tasks of that loop may share it. ``async with`` closes it.
     ``headers``, ``interceptors`` and ``inherit_deadline`` are as for
     :class:`zrpc.Client`; an interceptor may be ``async def`` (``proceed()``
@@ -198,6 +201,8 @@ class Client(_Caller, ClientBase, Node):
         trace: Optional[Tracer] = None,
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
+        dns_refresh: Optional[float] = 30.0,
+        resolver: Optional[Resolver] = socket.getaddrinfo,
         headers: Optional[Mapping[str, Any]] = None,
         interceptors: Iterable[Interceptor] = (),
         inherit_deadline: bool = True,
@@ -205,6 +210,7 @@ class Client(_Caller, ClientBase, Node):
         self._init_client(endpoint, timeout=timeout, heartbeat=heartbeat, stream_window=stream_window,
                           max_message_size=max_message_size, context=context, socket_options=socket_options,
                           trace=trace, curve_server_key=curve_server_key, curve_secret_key=curve_secret_key,
+                          dns_refresh=dns_refresh, resolver=resolver,
                           headers=headers, interceptors=interceptors, inherit_deadline=inherit_deadline)
 
     async def close(self) -> None:
@@ -269,11 +275,11 @@ class Client(_Caller, ClientBase, Node):
         while not future.done():
             refused = self._refusal()
             if refused is not None:  # every server refused us: waiting cannot help
-                future.set_exception(AuthenticationFailed(str(refused)))
+                future.set_exception(refused)
                 return
             # A socket with no live connection would queue the request for a
             # server that may never come: wait for one that is up and has room.
-            changes = [t.writable() if t.connections else t.changed() for t in self._transports]
+            changes = [t.writable() if room else t.changed() for t, room in self._waits()]
             if not any(w.done() for w in changes):
                 await asyncio.wait([future, *changes], return_when=asyncio.FIRST_COMPLETED)
             if self._closed or future.done():
@@ -289,6 +295,13 @@ class Client(_Caller, ClientBase, Node):
             self._abandon(call)
 
     # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
+    def _refresh(self, name: ResolvedName) -> None:
+        self._loop.create_task(self._refresh_in_thread(name))
+
+    async def _refresh_in_thread(self, name: ResolvedName) -> None:
+        # A resolver blocks (socket.getaddrinfo does): in the executor, so the loop runs on.
+        self._resolved(name, await self._loop.run_in_executor(None, self._lookup, name))
+
     def _settle(self, call: ClientCall, value: Any) -> None:
         self._stop_timer(call)
         self._resolve(call.future, value)

@@ -116,10 +116,16 @@ class Server(ServerBase, Node):
 
     async def stop(self, timeout: Optional[float] = None) -> None:
         """Stop taking new calls; let calls in flight finish for up to ``timeout`` seconds, then cancel them."""
-        self._session.stopping = True
+        session = self._session
+        session.stop(time.monotonic())
         if not await self._wait_idle(timeout):
             self._cancel_open_calls()
             await self._wait_idle(1.0)
+        while timeout != 0 and not self._closed:
+            left = session.refusing_for(time.monotonic())
+            if not left:
+                break
+            await asyncio.sleep(left)  # clients still sending get ServerStopping, not a closed socket
         self._stopped.set()
 
     async def _wait_idle(self, timeout: Optional[float]) -> bool:

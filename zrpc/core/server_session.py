@@ -142,6 +142,8 @@ class ServerSession(Session):
         self.send_tracebacks = send_tracebacks
         self.stream_generators = stream_generators
         self.stopping = False
+        self._last_refusal = 0.0  # when a call was last refused with ServerStopping
+        self._stop_started = 0.0
         self.running = 0
         self.queued = 0  # calls in the backlog that are still wanted
         # Counters for observers (zrpc.metrics reads them when scraped): no hook on the fast path.
@@ -150,6 +152,23 @@ class ServerSession(Session):
         self.refused_busy = 0
         self._next_heartbeats = 0.0  # the heartbeat sweep keeps its own pace when deadlines sweep faster
         self._backlog: Deque[ServerCall] = deque()
+
+    #: After its calls are over, a stopping server keeps answering ServerStopping until no call came for
+    #: this long (seconds), so that clients still sending to it learn and go elsewhere instead of losing
+    #: calls to a closed socket; at most STOP_LINGER_MAX seconds after the stop began.
+    STOP_QUIET = 0.1
+    STOP_LINGER_MAX = 1.0
+
+    def stop(self, now: float) -> None:
+        """Refuse new calls from now on (ServerStopping: they never run, so callers may retry elsewhere)."""
+        if not self.stopping:
+            self.stopping = True
+            self._stop_started = self._last_refusal = now
+
+    def refusing_for(self, now: float) -> float:
+        """Seconds a stopping server whose calls are over should still answer before closing (0: close now)."""
+        end = min(self._last_refusal + self.STOP_QUIET, self._stop_started + self.STOP_LINGER_MAX)
+        return max(0.0, end - now)
 
     @property
     def calls_in_flight(self) -> int:
@@ -200,6 +219,7 @@ class ServerSession(Session):
                 now: float, size: int) -> Optional[Action]:
         message_id = header["message_id"]
         if self.stopping:
+            self._last_refusal = now
             return self.reject(envelope, message_id, "ServerStopping", "the server is shutting down; retry elsewhere")
         if name in protocol.CONTROL_EVENTS:
             log.debug("control event %s outside any channel (ignored)", name)

@@ -55,14 +55,14 @@ class Session:
             table.discard(channel)
         return pings, lost
 
+    @property
+    def tick(self) -> Optional[float]:
+        """How often the driver runs :meth:`heartbeats` (seconds; None: never)."""
+        return self.table.tick
+
     def pinged(self, channel: Channel, now: float) -> None:
         """A heartbeat on ``channel`` went out at ``now``."""
         self.table.record_ping(channel, now)
-
-    @property
-    def tick(self) -> Optional[float]:
-        """How often the driver should call :meth:`heartbeats` (None: never)."""
-        return self.table.tick
 
     @property
     def lost_after(self) -> float:

@@ -9,6 +9,7 @@ bounded buffer that grants credit as the reader consumes.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -17,11 +18,12 @@ import zmq
 from gevent.event import AsyncResult, Event
 
 from ..core.calling import CallQueue, Caller, OptionsView
+from ..core.balancing import ResolvedName
 from ..core.client_session import ClientCall
-from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
+from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired, TooManyServers
 from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import END_OF_STREAM, ClientBase, StreamBuffer, StreamHandle
+from ..nodes import END_OF_STREAM, ClientBase, Resolver, StreamBuffer, StreamHandle
 from .node import Node
 from .transport import Transport
 
@@ -104,9 +106,16 @@ class _Options(OptionsView, _Caller):
 class Client(_Caller, ClientBase, Node):
     """Call a zrpc or zerorpc server: ``client.add(1, 2)``, ``client.call("add", 1, 2)``.
 
-    ``endpoint`` is one endpoint or a list: each new call goes to the next
-    server that is up, and every later event of that call (heartbeats,
-    stream credit, cancel) follows it to the same server.
+    ``endpoint`` is one endpoint or a list: each new call goes to the
+    server that is up with the fewest calls in flight, and every later
+    event of that call (heartbeats, stream credit, cancel) follows it to
+    the same server. A server that stops answering is taken out of the
+    rotation and probed back in; a call refused with ServerStopping is
+    sent to another server at once. A ``tcp://NAME:PORT`` endpoint makes
+    every address NAME resolves to a server, resolved again every
+    ``dns_refresh`` seconds (None: only at connect) with ``resolver``
+    (``socket.getaddrinfo``'s signature and records; None hands names to
+    zmq unresolved).
     ``timeout`` (seconds) bounds every call, sending included.
     ``heartbeat`` (seconds, None to disable) should match the server's.
     Keyword arguments go to the remote method; call options never collide
@@ -144,6 +153,8 @@ class Client(_Caller, ClientBase, Node):
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
         passive_heartbeat: bool = False,
+        dns_refresh: Optional[float] = 30.0,
+        resolver: Optional[Resolver] = socket.getaddrinfo,
         headers: Optional[Mapping[str, Any]] = None,
         interceptors: Iterable[Interceptor] = (),
         inherit_deadline: bool = True,
@@ -155,6 +166,7 @@ class Client(_Caller, ClientBase, Node):
         self._init_client(endpoint, timeout=timeout, heartbeat=heartbeat, stream_window=stream_window,
                           max_message_size=max_message_size, context=context, socket_options=socket_options,
                           trace=trace, curve_server_key=curve_server_key, curve_secret_key=curve_secret_key,
+                          dns_refresh=dns_refresh, resolver=resolver,
                           headers=headers, interceptors=interceptors, inherit_deadline=inherit_deadline)
 
     def close(self) -> None:
@@ -196,7 +208,7 @@ class Client(_Caller, ClientBase, Node):
                 future.set_exception(TimeoutExpired(
                     timeout, self._session.calling(method) + " (no server took it)"))
                 return future
-            except AuthenticationFailed as exc:
+            except (AuthenticationFailed, TooManyServers) as exc:
                 future.set_exception(exc)
                 return future
         if timeout is not None:
@@ -209,16 +221,16 @@ class Client(_Caller, ClientBase, Node):
         while True:
             refused = self._refusal()
             if refused is not None:
-                raise AuthenticationFailed(str(refused))
+                raise refused
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(None)
             # A socket with no live connection would queue the request for a
             # server that may never come: wait for one that is up and has room.
             ready = []
-            for transport in self._transports:
+            for transport, room in self._waits():
                 transport.changed.clear()  # before looking, so no change is missed
-                ready.append(transport.arm_writable() if transport.connections else transport.changed)
+                ready.append(transport.arm_writable() if room else transport.changed)
             if not any(event.is_set() for event in ready):
                 gevent.wait(ready or [Event()], timeout=remaining, count=1)
             if self.closed:
@@ -239,6 +251,13 @@ class Client(_Caller, ClientBase, Node):
         return value
 
     # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
+    def _refresh(self, name: ResolvedName) -> None:
+        gevent.spawn(self._refresh_in_thread, name)
+
+    def _refresh_in_thread(self, name: ResolvedName) -> None:
+        # A resolver blocks (socket.getaddrinfo does): in a thread, so the hub runs on.
+        self._resolved(name, gevent.get_hub().threadpool.apply(self._lookup, (name,)))
+
     def _settle(self, call: ClientCall, value: Any) -> None:
         timer, call.timer = call.timer, None  # _stop_timer, inline: this is every call's path
         if timer is not None:

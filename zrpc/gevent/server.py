@@ -110,15 +110,23 @@ class Server(ServerBase, Node):
         """Stop taking new calls; let calls in flight finish for up to ``timeout`` seconds, then cancel them.
 
         New calls arriving meanwhile get an ERR ``ServerStopping``, so their
-        callers fail fast instead of timing out. ``timeout=None`` waits for
-        every call in flight.
+        callers fail fast instead of timing out (or retry on another server).
+        ``timeout=None`` waits for every call in flight. Before returning
+        (unless ``timeout=0``) it keeps refusing until no call came for
+        ``STOP_QUIET`` seconds (see ServerSession.refusing_for).
         """
         # Endpoints stay bound until close(): unbinding would also drop the
         # connections that calls in flight must answer on.
-        self._session.stopping = True
+        session = self._session
+        session.stop(time.monotonic())
         if not self._idle.wait(timeout):
             self._cancel_open_calls()
             self._idle.wait(1.0)
+        while timeout != 0 and not self.closed:
+            left = session.refusing_for(time.monotonic())
+            if not left:
+                break
+            gevent.sleep(left)  # clients still sending get ServerStopping, not a closed socket
         self._stopped.set()
 
     def close(self) -> None:
