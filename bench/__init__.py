@@ -10,6 +10,7 @@ for options). Modules:
 * ``aio``       the asyncio side: zrpc.aio and a hand-written asyncio pyzmq baseline (servers, workloads)
 * ``report``    medians, run-by-run ratios, the table and the targets (pure functions)
 * ``procs``     /proc readers, fd limits and child-process cleanup
+* ``balance``   on its own (``python -m bench.balance``): three servers, one slow, least in flight vs round robin
 
 The orchestrator never imports gevent; only the children run event loops.
 """

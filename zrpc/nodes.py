@@ -8,18 +8,22 @@ which makes one of its transports (a :class:`zrpc.sockets.SocketCore`).
 from __future__ import annotations
 
 import logging
+import socket
 from collections import deque
 from time import monotonic
-from typing import Any, Callable, Deque, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
-from .core.client_session import END, ITEM, RESULT, ClientCall, ClientSession
-from .core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
+from .core.balancing import Backend, ResolvedName, addresses_of, split_tcp_endpoint, tcp_endpoint
+from .core.client_session import END, ITEM, RESULT, RETRY, ClientCall, ClientSession
+from .core.errors import AuthenticationFailed, ClosedError, ServerStopping, TimeoutExpired, TooManyServers, ZrpcError
+from .core.intercept import ClientCallInfo, Interceptor, run_chain, validate_headers
 from .core.methods import MethodTable
 from .core.server_session import (
     CANCEL,
     CREDIT,
+    DEADLINE_PASSED,
     QUEUED,
     SEND,
     SERVER_STOPPED,
@@ -35,6 +39,7 @@ from .sockets import PeerUnreachable, SocketCore
 __all__ = ["NodeBase", "ClientBase", "ServerBase", "StreamBuffer", "StreamHandle", "END_OF_STREAM", "UNSET"]
 
 log = logging.getLogger("zrpc.server")
+client_log = logging.getLogger("zrpc.client")
 
 #: ERRs sent outside any call that the socket could not take at once wait for room
 #: this long, in a greenlet or task of their own, before they are dropped with a log line.
@@ -43,6 +48,8 @@ MAX_PENDING_REJECTS = 1024
 
 #: "Not given" for call options, so that None can mean "wait forever".
 UNSET: Any = object()
+#: ``resolver(host, port, family, type)``: ``socket.getaddrinfo``'s contract (records whose [4][0] is an address).
+Resolver = Callable[[str, int, int, int], Any]
 #: What :meth:`StreamBuffer._take` returns once a stream has ended.
 END_OF_STREAM: Any = object()
 
@@ -190,7 +197,7 @@ class NodeBase:
         self._started = True
         for transport in self._transports:
             transport.start()
-        if self._session.table.tick and self._heartbeats is None and not self._closed:
+        if self._session.tick and self._heartbeats is None and not self._closed:
             self._heartbeats = self._spawn_heartbeats()
 
     def _close_sockets(self) -> None:
@@ -293,7 +300,7 @@ class ServerBase(NodeBase):
                      context: Optional[zmq.Context], socket_options: Optional[Mapping[int, Any]],
                      trace: Optional[Tracer], curve_secret_key: Any, curve_clients: Any,
                      allow_ips: Optional[Iterable[str]], deny_ips: Optional[Iterable[str]],
-                     zap_driver: Any) -> None:
+                     zap_driver: Any, interceptors: Iterable[Interceptor] = ()) -> None:
         """What every driver's Server constructor does with its options (see zrpc.Server).
 
         ``exclude_from`` is the driver's Server class: when the methods are
@@ -314,6 +321,7 @@ class ServerBase(NodeBase):
         )
         self._init_node(session, context, socket_options)
         self._session = session
+        self._interceptors = list(interceptors)
         self._guard = ServerGuard.create(zap_driver, self._context, curve_secret_key, curve_clients,
                                          allow_ips, deny_ips)
         if self._guard is not None:
@@ -324,6 +332,42 @@ class ServerBase(NodeBase):
         self._stopped = self._event_class()
         self._idle = self._event_class()
         self._idle.set()
+    #: Server interceptors, outermost first (empty: the serve path runs none of their code).
+    _interceptors: List[Interceptor]
+
+    @property
+    def interceptors(self) -> List[Interceptor]:
+        """The server's interceptors, outermost first (see the README's "Interceptors")."""
+        return list(self._interceptors)
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Counters and gauges for observers (zrpc.metrics): calls running and queued, bad messages,
+        callers lost (no heartbeat), calls refused because the queue was full."""
+        session = self._session
+        return {"running": session.running, "queued": session.queued, "bad_messages": session.bad_messages,
+                "callers_lost": session.callers_lost, "refused_busy": session.refused_busy}
+
+    def _intercepted(self, call: ServerCall, name: str, args: Any, kwargs: Dict[str, Any],
+                     invoke: Callable[[Any, Dict[str, Any]], Any]) -> Any:
+        """Run the interceptors around ``invoke(args, kwargs)`` (the method, as the driver runs it)."""
+        info = call.make_info()
+        info.method, info.args, info.kwargs = name, tuple(args), kwargs
+        return run_chain(self._interceptors, info, lambda: invoke(info.args, info.kwargs))
+
+    @staticmethod
+    def _over(call: ServerCall, outcome: str, error: Optional[BaseException], result: Any) -> None:
+        """The call is over: tell its done callbacks, if anyone (an interceptor, current_call()) made its CallInfo."""
+        info = call.info
+        if info is not None:
+            info.reply_bytes = call.reply_bytes
+            info._finish(outcome, error, result)
+
+    def _beat(self, now: float) -> None:
+        """Heartbeats, then cancel the calls whose deadline passed (their callers stopped waiting)."""
+        super()._beat(now)
+        for call in self._session.overdue(now):
+            self._cancel(call, DEADLINE_PASSED)
 
     @property
     def name(self) -> str:
@@ -466,43 +510,91 @@ class ServerBase(NodeBase):
 
 
 class ClientBase(NodeBase):
-    """The loop-free part of a Client: a socket per endpoint, round robin, call options,
-    and what each reply means for its caller.
+    """The loop-free part of a Client: a socket per server, the choice between them, DNS names,
+    call options, and what each reply means for its caller.
 
     A driver implements the waiting behind a few hooks: ``_settle`` (stop a
     call's timer and give its future the result: the hot path), ``_resolve``
     and ``_reject`` (a future's result or error, unless it has one),
-    ``_stop_timer``, and its ``_stream_state`` (a :class:`StreamBuffer`) and
-    ``_stream_handle`` (the user's Stream) classes.
+    ``_stop_timer``, ``_refresh`` (resolve a DNS name off the loop), and its
+    ``_stream_state`` (a :class:`StreamBuffer`) and ``_stream_handle`` (the
+    user's Stream) classes.
     """
 
     _kind = "Client"
     _session: ClientSession
     _timeout: Optional[float]
     _guard: ClientGuard
-    #: The driver's view class for ``with_options``: ``_options_class(client, timeout)``.
+    #: The driver's view class for ``with_options``: ``_options_class(client, timeout, headers)``.
     _options_class: Callable[..., Any]
     _stream_state: Callable[["ClientBase", ClientCall], StreamBuffer]
     _stream_handle: Callable[[StreamBuffer], Any]
+    #: Client interceptors, outermost first (empty: calls run none of their code).
+    _interceptors: List[Interceptor] = []
+    _headers: Optional[Dict[str, Any]] = None
+    #: Resolves ``tcp://NAME:PORT`` endpoints (None: hand names to zmq as they are).
+    _resolver: Optional[Resolver] = socket.getaddrinfo
+    #: Seconds between re-resolutions of each name (None: resolve once, at connect).
+    _dns_refresh: Optional[float] = 30.0
 
     def _init_client(self, endpoint: Union[str, Sequence[str], None], *, timeout: Optional[float],
                      heartbeat: Optional[float], stream_window: int, max_message_size: Optional[int],
                      context: Optional[zmq.Context], socket_options: Optional[Mapping[int, Any]],
-                     trace: Optional[Tracer], curve_server_key: Any, curve_secret_key: Any) -> None:
+                     trace: Optional[Tracer], curve_server_key: Any, curve_secret_key: Any,
+                     dns_refresh: Optional[float], resolver: Optional[Resolver],
+
+                     headers: Optional[Mapping[str, Any]] = None, interceptors: Iterable[Interceptor] = (),
+                     inherit_deadline: bool = True) -> None:
         """What every driver's Client constructor does with its options (see zrpc.Client)."""
         session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
-                                max_message_size=max_message_size, trace=trace)
+                                max_message_size=max_message_size, trace=trace, inherit_deadline=inherit_deadline)
         self._init_node(session, context, socket_options)
         self._session = session
+        self._headers = validate_headers(headers)  # before any socket: a bad header is a plain error
+        self._interceptors = list(interceptors)
         self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
         self._socket_setups.append(self._guard.setup)
         self._client = self
         self._timeout = timeout
+        self._dns_refresh = dns_refresh
+        self._resolver = resolver
         if isinstance(endpoint, str):
             endpoint = [endpoint]
         for ep in endpoint or ():
             self.connect(ep)
         self._start_io()
+
+    def _intercepted(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
+                     headers: Optional[Dict[str, Any]], async_: bool) -> Any:
+        """Make a call through the interceptors: what the caller gets (value, or the future if ``async_``)."""
+        return self._run_chain(ClientCallInfo(method, args, kwargs, headers, timeout, async_))
+
+    # -- interceptors ----------------------------------------------------------------
+    def _run_chain(self, info: ClientCallInfo) -> Any:
+        def send() -> Any:
+            future = self._start(info.method, info.args, info.kwargs, info.timeout, validate_headers(info.headers))
+            if info.async_:
+                self._watch(future, info)
+                return future
+            return self._wait(future, info)
+
+        try:
+            return run_chain(self._interceptors, info, send)
+        except BaseException as exc:
+            info._settle(exc)  # nothing sent (or already settled: then a no-op)
+            raise
+
+    def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
+               headers: Optional[Dict[str, Any]] = None) -> Any:
+        raise NotImplementedError
+
+    def _watch(self, future: Any, info: ClientCallInfo) -> None:
+        """Settle ``info`` when ``future`` is done."""
+        raise NotImplementedError
+
+    def _wait(self, future: Any, info: ClientCallInfo) -> Any:
+        """What a plain call returns: the result (or, on asyncio, an awaitable of it), settling ``info``."""
+        raise NotImplementedError
 
     # -- the driver's waiting -------------------------------------------------------
     def _settle(self, call: ClientCall, value: Any) -> None:
@@ -539,6 +631,8 @@ class ClientBase(NodeBase):
             self._stream_of(call).push(value)
         elif kind is END:
             self._stream_of(call).push(END_OF_STREAM)
+        elif kind is RETRY:
+            self._resend(call, value)
         else:
             self._stop_timer(call)
             self._fail_result(call, value)
@@ -634,10 +728,39 @@ class ClientBase(NodeBase):
             if transport.socket is sock:
                 transport.wake_senders()
 
-    def _refusal(self) -> Optional[AuthenticationFailed]:
-        """The error to raise if every server refused this client's handshake (waiting cannot help)."""
-        failures = [self._guard.failure(transport.socket) for transport in self._transports]
-        return failures[0] if failures and all(failures) else None
+    def _refusal(self) -> Optional[ZrpcError]:
+        """The error to raise if no server can ever take a call now (waiting cannot help).
+
+        Every server refused this client's handshake, or several servers
+        share each endpoint this client bound.
+        """
+        failures = [self._guard.failure(transport.socket) or self._crowding(transport)
+                    for transport in self._transports]
+        if failures and all(failures):
+            first = failures[0]
+            return type(first)(str(first))
+        return None
+
+    @staticmethod
+    def _crowding(transport: Any) -> Optional[TooManyServers]:
+        """The error of calls on a bound socket that several servers connected to, if so."""
+        if transport.bound_peer_limit and transport.connections > 1:
+            return TooManyServers(
+                f"{transport.connections} servers are connected to {', '.join(transport.endpoints)}, "
+                "which this client bound: it cannot tell them apart (each would get the heartbeats, "
+                "stream credit and cancels of the others' calls). Bind one endpoint per server, or "
+                "connect the client to the servers")
+        return None
+
+    def _on_crowded(self, transport: Any) -> None:
+        """A second server connected to a socket this client bound: fail its calls clearly, now."""
+        exc = self._crowding(transport)
+        if exc is None:
+            return
+        client_log.error("%s; calls on it fail with TooManyServers until one server is left", exc)
+        for call in self._session.open_calls():
+            if call.transport is transport:
+                self._fail(call, exc)
 
     def _frames(self, channel: Any, payload: bytes) -> List[Any]:
         return [b"", payload]  # a DEALER's message: the empty delimiter, then the payload
@@ -656,48 +779,144 @@ class ClientBase(NodeBase):
             if call.transport is transport:
                 self._fail(call, session.disconnected(call, transport.endpoints))
 
-    def connect(self, endpoint: str) -> str:
-        """Connect to one more server; new calls are spread over every server that is up.
+    def _add_server(self, endpoint: str, bind: bool = False) -> Backend:
+        """A socket of its own for one more server, in the rotation at once."""
+        transport = self._client_transport()
+        if bind:
+            transport.bound_peer_limit = True
+            transport.on_crowded = lambda: self._on_crowded(transport)
+            endpoint = transport.bind(endpoint)
+        else:
+            if endpoint.startswith("tcp://["):
+                transport.socket.setsockopt(zmq.IPV6, 1)
+            transport.connect(endpoint)
+        return self._session.balancer.add(transport, endpoint)
 
-        Each endpoint gets its own socket, so a call's later events reach the
-        server that took it (one shared DEALER would scatter them).
+    def connect(self, endpoint: str) -> str:
+        """Connect to one more server; each new call goes to the server with the fewest calls in flight.
+
+        Each server gets its own socket, so a call's later events reach the
+        server that took it (one shared DEALER would scatter them). A
+        ``tcp://NAME:PORT`` endpoint is resolved now and every address
+        (A and AAAA) becomes a server; the name is resolved again every
+        ``dns_refresh`` seconds, in the background.
         """
-        connected = self._client_transport().connect(endpoint)
-        self._session.endpoints.append(connected)
-        return connected
+        named = split_tcp_endpoint(endpoint) if self._resolver is not None else None
+        if named is None:
+            self._add_server(endpoint)
+        else:
+            name = ResolvedName(endpoint, named[0], named[1], self._dns_refresh, monotonic())
+            self._session.names.append(name)
+            self._resolved(name, self._lookup(name))
+            if not name.backends:  # not resolvable yet: let zmq keep trying the name meanwhile
+                name.backends[name.host] = self._add_server(endpoint)
+        self._session.endpoints.append(endpoint)
+        return endpoint
 
     def bind(self, endpoint: str) -> str:
-        """Listen for a server that connects (reverse direction); returns the bound endpoint.
+        """Listen for one server that connects (reverse direction); returns the bound endpoint.
 
-        Use one server per bound endpoint: several servers behind one bound
-        socket would share its round robin, as with zerorpc.
+        One server per bound endpoint: while a second one is connected too,
+        the calls on it fail with TooManyServers (a bound socket cannot tell
+        servers apart). Bind several endpoints for several servers.
         """
-        bound = self._client_transport().bind(endpoint)
+        bound = self._add_server(endpoint, bind=True).endpoint
         self._session.endpoints.append(bound)
         return bound
 
-    def with_options(self, *, timeout: Any = UNSET) -> Any:
+    # -- DNS names ----------------------------------------------------------------
+    def _lookup(self, name: ResolvedName) -> List[str]:
+        """The addresses ``name`` resolves to now ([] if it does not). Touches no state: runs in a thread."""
+        resolver = self._resolver
+        assert resolver is not None
+        try:
+            return addresses_of(resolver(name.host, name.port, 0, socket.SOCK_STREAM))
+        except Exception as exc:  # socket.gaierror, or whatever a custom resolver raises
+            client_log.warning("cannot resolve %s (%s): its servers stay as they are", name.endpoint, exc)
+            return []
+
+    def _resolved(self, name: ResolvedName, addresses: List[str]) -> None:
+        """``name`` now resolves to ``addresses``: add a server per new one, drain the ones gone."""
+        if self._closed:
+            return
+        added, removed = name.changes(addresses)
+        balancer = self._session.balancer
+        for backend in removed:
+            client_log.info("%s no longer resolves to %s: it takes no new call, and closes once its "
+                            "calls are over", name.endpoint, backend.endpoint)
+            balancer.remove(backend)
+        for address in added:
+            name.backends[address] = backend = self._add_server(tcp_endpoint(address, name.port))
+            client_log.info("%s resolves to %s: a server in the rotation", name.endpoint, backend.endpoint)
+
+    def _refresh(self, name: ResolvedName) -> None:
+        """Run :meth:`_lookup` without blocking the loop, then :meth:`_resolved` with its answer."""
+        raise NotImplementedError
+
+    # -- every tick: heartbeats, probes, removed servers, names ---------------------
+    def _beat(self, now: float) -> None:
+        super()._beat(now)
+        session = self._session
+        probes, drained, names = session.maintain(now)
+        for call, payload in probes:
+            transport = call.transport
+            try:
+                went = bool(transport.connections) and transport.try_send([b"", payload])
+            except ClosedError:
+                went = False
+            if went:
+                session.probe_sent(call, now)
+        for backend in drained:
+            self._transports.remove(backend.transport)
+            backend.transport.close(self.CLOSE_LINGER)
+        for name in names:
+            self._refresh(name)
+
+    def with_options(self, *, timeout: Any = UNSET, headers: Optional[Mapping[str, Any]] = None) -> Any:
         """A view of this client (same connection) whose calls use these options.
 
         ``client.with_options(timeout=2).add(1, 2)``; ``timeout=None`` waits
-        forever. The view has ``call``, ``call_async``, ``batch`` and
+        forever. ``headers`` are added to the client's own (validated now:
+        str keys, not ``zrpc_*`` nor the protocol's, scalar values, 8 KiB in
+        all). The view has ``call``, ``call_async``, ``batch`` and
         attribute-style methods.
         """
-        return self._options_class(self, self._timeout if timeout is UNSET else timeout)
+        merged = self._headers
+        if headers:
+            merged = validate_headers({**(merged or {}), **headers})
+        return self._options_class(self, self._timeout if timeout is UNSET else timeout, merged)
 
-    def _send_request(self, call: ClientCall, frames: List[Any], now: float) -> bool:
-        """Hand a request to the first socket, in the session's order, that is up and can take it now."""
-        transports = self._transports
-        count = len(transports)
-        if count == 1:  # the usual case, without building an order
-            transport = transports[0]
-            if transport.connections and transport.try_send(frames):
-                self._session.sent(call, transport, 0, 1, now)
-                return True
-            return False
-        for index in self._session.send_order(count):
-            transport = transports[index]
-            if transport.connections and transport.try_send(frames):
-                self._session.sent(call, transport, index, count, now)
+    def _send_request(self, call: ClientCall, frames: List[Any], now: float,
+                      order: Optional[List[Backend]] = None) -> bool:
+        """Hand a request to the first server, in the session's order, that is up and can take it now."""
+        session = self._session
+        for backend in session.send_order() if order is None else order:
+            transport = backend.transport
+            if self._can_take(transport) and transport.try_send(frames):
+                session.sent(call, backend, now)
                 return True
         return False
+
+    @staticmethod
+    def _can_take(transport: Any) -> bool:
+        """True if ``transport`` may carry a new call: a live connection, and only one if this client bound it."""
+        connections = transport.connections
+        return connections == 1 or (connections > 1 and not transport.bound_peer_limit)
+
+    def _waits(self) -> List[Tuple[Any, bool]]:
+        """For a call waiting for a server: each socket, and whether to wait for room on it (True) or
+        for a change of its connections (False: it has no usable one, or its server was removed)."""
+        return [(b.transport, not b.removed and self._can_take(b.transport))
+                for b in self._session.balancer.backends]
+
+    def _resend(self, call: ClientCall, error: ServerStopping) -> None:
+        """A server refused ``call`` before it ran (it is stopping): send it to another at once, or fail it."""
+        payload, call.payload = call.payload, None
+        try:
+            went = self._send_request(call, [b"", payload], monotonic(), self._session.resend_order(call))
+        except ClosedError:
+            went = False
+        if went:
+            call.payload = payload
+        else:
+            self._fail(call, error)

@@ -104,6 +104,9 @@ class SocketCore:
         self.frame: Optional[zmq.Frame] = None
         self.on_event: Optional[Callable[[int, int, str], None]] = None
         self.on_all_disconnected: Optional[Callable[[], None]] = None
+        #: A socket meant for a single peer (a client's bound socket): ``on_crowded()`` runs when a second connects.
+        self.bound_peer_limit = False
+        self.on_crowded: Optional[Callable[[], None]] = None
         #: Connections whose handshake completed and that have not dropped since.
         self.connections = 0
         self._monitor: Optional[zmq.Socket] = None
@@ -231,6 +234,8 @@ class SocketCore:
                     log.warning("%s", warning)
             if event == _HANDSHAKE_OK:
                 self.connections += 1
+                if self.connections > 1 and self.on_crowded is not None:
+                    self.on_crowded()
             elif event == _DISCONNECTED and self.connections:
                 self.connections -= 1
                 if not self.connections and self.on_all_disconnected is not None:

@@ -15,7 +15,10 @@ from ..core.errors import (
     KeywordArgumentsUnsupported,
     LostRemote,
     RemoteError,
+    ServerBusy,
+    ServerStopping,
     TimeoutExpired,
+    TooManyServers,
     ZrpcError,
 )
 from ..core.methods import stream
@@ -32,6 +35,9 @@ __all__ = [
     "current_call",
     "ZrpcError",
     "RemoteError",
+    "ServerBusy",
+    "ServerStopping",
+    "TooManyServers",
     "TimeoutExpired",
     "LostRemote",
     "KeywordArgumentsUnsupported",

@@ -54,7 +54,7 @@ class Node(NodeBase):
         self._loop.call_soon(callback, *args)
 
     async def _heartbeat_loop(self) -> None:
-        tick = self._session.table.tick
+        tick = self._session.tick
         while not self._closed:
             await asyncio.sleep(tick)
             self._beat(time.monotonic())

@@ -7,6 +7,8 @@ __all__ = [
     "ZrpcError",
     "RemoteError",
     "ServerBusy",
+    "ServerStopping",
+    "TooManyServers",
     "TimeoutExpired",
     "LostRemote",
     "KeywordArgumentsUnsupported",
@@ -36,6 +38,15 @@ class ServerBusy(RemoteError):
     """The server refused the call at once: its queue of waiting calls is full (``max_pending``). Retry later or elsewhere."""
 
 
+class ServerStopping(RemoteError):
+    """The server refused the call before running it: it is shutting down.
+
+    A client with other servers has already tried them (it retries such a
+    call at once on a server that can take it); this reaches the caller
+    only when none could.
+    """
+
+
 class TimeoutExpired(ZrpcError, TimeoutError):
     """The call did not complete (sending included) within its timeout."""
 
@@ -52,6 +63,16 @@ class LostRemote(ZrpcError, ConnectionError):
 
 class KeywordArgumentsUnsupported(ZrpcError, TypeError):
     """The server cannot take keyword arguments (it is a plain zerorpc server): pass them positionally."""
+
+
+class TooManyServers(ZrpcError, ConnectionError):
+    """Several servers connected to one endpoint this client bound: it cannot tell them apart.
+
+    A bound client's socket hands each message to the next peer in turn, so
+    a second server would receive heartbeats, stream credit and cancels of
+    the first one's calls. Bind one endpoint per server, or let the client
+    connect to the servers.
+    """
 
 
 class ClosedError(ZrpcError):

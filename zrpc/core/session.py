@@ -55,6 +55,11 @@ class Session:
             table.discard(channel)
         return pings, lost
 
+    @property
+    def tick(self) -> Optional[float]:
+        """How often the driver runs :meth:`heartbeats` (seconds; None: never)."""
+        return self.table.tick
+
     def pinged(self, channel: Channel, now: float) -> None:
         """A heartbeat on ``channel`` went out at ``now``."""
         self.table.record_ping(channel, now)

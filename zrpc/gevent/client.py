@@ -9,18 +9,21 @@ bounded buffer that grants credit as the reader consumes.
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import gevent
 import zmq
 from gevent.event import AsyncResult, Event
 
 from ..core.calling import CallQueue, Caller, OptionsView
+from ..core.balancing import ResolvedName
 from ..core.client_session import ClientCall
-from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired
+from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired, TooManyServers
+from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..nodes import END_OF_STREAM, ClientBase, StreamBuffer, StreamHandle
+from ..nodes import END_OF_STREAM, ClientBase, Resolver, StreamBuffer, StreamHandle
 from .node import Node
 from .transport import Transport
 
@@ -90,7 +93,10 @@ class _Caller(Caller):
 
         Raises RemoteError, TimeoutExpired, LostRemote or KeywordArgumentsUnsupported.
         """
-        return self._client._start(method, args, kwargs, self._timeout).get()
+        client = self._client
+        if client._interceptors:
+            return client._intercepted(method, args, kwargs, self._timeout, self._headers, False)
+        return client._start(method, args, kwargs, self._timeout, self._headers).get()
 
 
 class _Options(OptionsView, _Caller):
@@ -100,9 +106,16 @@ class _Options(OptionsView, _Caller):
 class Client(_Caller, ClientBase, Node):
     """Call a zrpc or zerorpc server: ``client.add(1, 2)``, ``client.call("add", 1, 2)``.
 
-    ``endpoint`` is one endpoint or a list: each new call goes to the next
-    server that is up, and every later event of that call (heartbeats,
-    stream credit, cancel) follows it to the same server.
+    ``endpoint`` is one endpoint or a list: each new call goes to the
+    server that is up with the fewest calls in flight, and every later
+    event of that call (heartbeats, stream credit, cancel) follows it to
+    the same server. A server that stops answering is taken out of the
+    rotation and probed back in; a call refused with ServerStopping is
+    sent to another server at once. A ``tcp://NAME:PORT`` endpoint makes
+    every address NAME resolves to a server, resolved again every
+    ``dns_refresh`` seconds (None: only at connect) with ``resolver``
+    (``socket.getaddrinfo``'s signature and records; None hands names to
+    zmq unresolved).
     ``timeout`` (seconds) bounds every call, sending included.
     ``heartbeat`` (seconds, None to disable) should match the server's.
     Keyword arguments go to the remote method; call options never collide
@@ -114,6 +127,11 @@ class Client(_Caller, ClientBase, Node):
     file) turns on CURVE; ``curve_secret_key`` is this client's key (an
     ephemeral pair is made if None). A refused handshake fails the calls
     with AuthenticationFailed.
+    ``headers`` go with every call (see :meth:`with_options`);
+    ``interceptors`` wrap every call: ``interceptor(call, proceed)``, the
+    first outermost. A call made while serving a call (inside a remote
+    method) waits at most what remains of that call's deadline, unless
+    ``inherit_deadline=False``.
     """
 
     _socket_type = zmq.DEALER
@@ -135,6 +153,11 @@ class Client(_Caller, ClientBase, Node):
         curve_server_key: Any = None,
         curve_secret_key: Any = None,
         passive_heartbeat: bool = False,
+        dns_refresh: Optional[float] = 30.0,
+        resolver: Optional[Resolver] = socket.getaddrinfo,
+        headers: Optional[Mapping[str, Any]] = None,
+        interceptors: Iterable[Interceptor] = (),
+        inherit_deadline: bool = True,
     ) -> None:
         if passive_heartbeat:
             # zerorpc code passes it; zrpc's heartbeats already work against passive peers.
@@ -142,7 +165,9 @@ class Client(_Caller, ClientBase, Node):
         self._hub_loop = gevent.get_hub().loop
         self._init_client(endpoint, timeout=timeout, heartbeat=heartbeat, stream_window=stream_window,
                           max_message_size=max_message_size, context=context, socket_options=socket_options,
-                          trace=trace, curve_server_key=curve_server_key, curve_secret_key=curve_secret_key)
+                          trace=trace, curve_server_key=curve_server_key, curve_secret_key=curve_secret_key,
+                          dns_refresh=dns_refresh, resolver=resolver,
+                          headers=headers, interceptors=interceptors, inherit_deadline=inherit_deadline)
 
     def close(self) -> None:
         """Fail calls in flight with ClosedError, tell their servers to cancel them, and release the sockets.
@@ -162,7 +187,7 @@ class Client(_Caller, ClientBase, Node):
 
     # -- starting a call ------------------------------------------------------
     def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
-               timeout: Optional[float]) -> Future:
+               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None) -> Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self.closed:
@@ -172,7 +197,8 @@ class Client(_Caller, ClientBase, Node):
                 "this zrpc.Client belongs to another thread: gevent objects cannot be shared "
                 "between threads; make one Client per thread (or call from the thread that made it)")
         start = time.monotonic()
-        call, payload = self._session.request(method, args, kwargs, timeout, start)
+        call, payload = self._session.request(method, args, kwargs, timeout, start, headers)
+        timeout = call.timeout  # at most what remains of the deadline of the call being served
         call.future = future = AsyncResult()
         frames = [b"", payload]
         if not self._send_request(call, frames, start):
@@ -182,7 +208,7 @@ class Client(_Caller, ClientBase, Node):
                 future.set_exception(TimeoutExpired(
                     timeout, self._session.calling(method) + " (no server took it)"))
                 return future
-            except AuthenticationFailed as exc:
+            except (AuthenticationFailed, TooManyServers) as exc:
                 future.set_exception(exc)
                 return future
         if timeout is not None:
@@ -195,16 +221,16 @@ class Client(_Caller, ClientBase, Node):
         while True:
             refused = self._refusal()
             if refused is not None:
-                raise AuthenticationFailed(str(refused))
+                raise refused
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutExpired(None)
             # A socket with no live connection would queue the request for a
             # server that may never come: wait for one that is up and has room.
             ready = []
-            for transport in self._transports:
+            for transport, room in self._waits():
                 transport.changed.clear()  # before looking, so no change is missed
-                ready.append(transport.arm_writable() if transport.connections else transport.changed)
+                ready.append(transport.arm_writable() if room else transport.changed)
             if not any(event.is_set() for event in ready):
                 gevent.wait(ready or [Event()], timeout=remaining, count=1)
             if self.closed:
@@ -212,7 +238,26 @@ class Client(_Caller, ClientBase, Node):
             if self._send_request(call, frames, time.monotonic()):
                 return
 
+    def _watch(self, future: Future, info: ClientCallInfo) -> None:
+        future.rawlink(lambda done: info._settle(done.exception, done.value))
+
+    def _wait(self, future: Future, info: ClientCallInfo) -> Any:
+        try:
+            value = future.get()
+        except BaseException as exc:
+            info._settle(exc)
+            raise
+        info._settle(None, value)
+        return value
+
     # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
+    def _refresh(self, name: ResolvedName) -> None:
+        gevent.spawn(self._refresh_in_thread, name)
+
+    def _refresh_in_thread(self, name: ResolvedName) -> None:
+        # A resolver blocks (socket.getaddrinfo does): in a thread, so the hub runs on.
+        self._resolved(name, gevent.get_hub().threadpool.apply(self._lookup, (name,)))
+
     def _settle(self, call: ClientCall, value: Any) -> None:
         timer, call.timer = call.timer, None  # _stop_timer, inline: this is every call's path
         if timer is not None:

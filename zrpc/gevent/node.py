@@ -52,7 +52,7 @@ class Node(NodeBase):
                 log.warning("zmq did not finish closing within %gs", self.CLOSE_LINGER + 1)
 
     def _heartbeat_loop(self) -> None:
-        tick = self._session.table.tick
+        tick = self._session.tick
         while not self._closed:
             gevent.sleep(tick)
             self._beat(time.monotonic())
