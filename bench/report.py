@@ -207,6 +207,10 @@ def targets() -> List[Target]:
                "seq.curve_ratio", "zrpc", ">=", 0.75),
         Target("CURVE costs at most 25%: conc calls/s CURVE / plain >= 0.75",
                "conc.curve_ratio", "zrpc", ">=", 0.75),
+        Target("metrics cost at most 10%: seq calls/s metrics / none >= 0.9",
+               "seq.metrics_ratio", "zrpc", ">=", 0.9),
+        Target("metrics cost at most 10%: conc calls/s metrics / none >= 0.9",
+               "conc.metrics_ratio", "zrpc", ">=", 0.9),
         # issue 14: zrpc.aio
         Target("aio seq: calls/s >= 1.0x the asyncio baseline", "seq.calls_per_s", "aio/aio-baseline", ">=", 1.0),
         Target("aio conc: calls/s >= 1.0x the asyncio baseline", "conc.calls_per_s", "aio/aio-baseline",

@@ -58,6 +58,8 @@ class Case:
     group: Optional[str] = None
     #: run server and client with CURVE encryption (a fresh key pair per run; zrpc only)
     curve: bool = False
+    #: serve with zrpc.metrics.ServerMetrics as interceptor (zrpc only)
+    metrics: bool = False
 
     def params_for(self, framework: str) -> Dict[str, Any]:
         p = {"timeout": CALL_TIMEOUT, "heartbeat": self.heartbeat, "budget": 120, **self.params}
@@ -80,10 +82,12 @@ def plan(quick: bool, only: Sequence[str] = WORKLOAD_NAMES) -> List[Case]:
         cases.append(Case("seq", "seq", p, frameworks=WITH_AIO, group="seq"))
         cases.append(Case("seq-hb0", "seq", p, frameworks=("zrpc", "zerorpc"), heartbeat=None, group="seq"))
         cases.append(Case("seq-curve", "seq", p, frameworks=("zrpc",), curve=True, group="seq"))
+        cases.append(Case("seq-metrics", "seq", p, frameworks=("zrpc",), metrics=True, group="seq"))
     if "conc" in only:
         p = {"duration": duration, "callers": 64, "max_calls": 10_000_000}
         cases.append(Case("conc", "conc", p, frameworks=WITH_AIO, group="conc"))
         cases.append(Case("conc-curve", "conc", p, frameworks=("zrpc",), curve=True, group="conc"))
+        cases.append(Case("conc-metrics", "conc", p, frameworks=("zrpc",), metrics=True, group="conc"))
     if "sleep" in only:
         for n in (1_000,) if quick else (1_000, 10_000, 50_000):
             overrides = {}
@@ -139,15 +143,22 @@ def rows_for(cases: Sequence[Case]) -> List[Row]:
             Row("conc 64 callers", "  of which Python thread", "conc", "server_main_cpu_us_per_call", "us",
                 frameworks=WITH_AIO),
         ]
-    for case_id, w in (("seq-curve", "seq CURVE"), ("conc-curve", "conc 64 callers CURVE")):
+    # A variant of seq or conc on zrpc alone, and its rate over the plain case's, run by run.
+    variants = (("seq-curve", "seq CURVE", "CURVE ÷ plain", "curve"),
+                ("conc-curve", "conc 64 callers CURVE", "CURVE ÷ plain", "curve"),
+                ("seq-metrics", "seq metrics on", "metrics ÷ none", "metrics"),
+                ("conc-metrics", "conc 64 callers metrics on", "metrics ÷ none", "metrics"))
+    for case_id, w, over, kind in variants:
         if case_id in ids:
             plain = case_id.split("-")[0]
             rows += [
                 Row(w, "calls/s", case_id, "calls_per_s", "rate", frameworks=("zrpc",)),
-                Row(w, "calls/s CURVE ÷ plain (1.0 = free)", case_id, "calls_per_s", "ratio",
-                    over_case=plain, frameworks=("zrpc",), key=f"{plain}.curve_ratio"),
-                Row(w, "server CPU µs/call", case_id, "server_cpu_us_per_call", "us", frameworks=("zrpc",)),
+                Row(w, f"calls/s {over} (1.0 = free)", case_id, "calls_per_s", "ratio",
+                    over_case=plain, frameworks=("zrpc",), key=f"{plain}.{kind}_ratio"),
             ]
+            if kind == "curve":
+                rows.append(Row(w, "server CPU µs/call", case_id, "server_cpu_us_per_call", "us",
+                                frameworks=("zrpc",)))
     for case in cases:
         if case.workload == "sleep":
             n = case.params["n"]
@@ -231,10 +242,12 @@ class Runner:
         self._count = 0
 
     def _start_server(self, framework: str, heartbeat: Optional[float],
-                      curve_secret: Optional[str] = None) -> Tuple[subprocess.Popen, str, str]:
+                      curve_secret: Optional[str] = None, metrics: bool = False) -> Tuple[subprocess.Popen, str, str]:
         self._count += 1
         err_path = os.path.join(self.log_dir, f"server-{self._count}-{framework}.err")
         curve = ["--curve-secret", curve_secret] if curve_secret else []
+        if metrics:
+            curve.append("--metrics")
         with open(err_path, "wb") as err:
             proc = self.children.add(subprocess.Popen(
                 [sys.executable, "-m", "bench.servers", framework,
@@ -266,7 +279,7 @@ class Runner:
 
             public, secret_key = zmq.curve_keypair()
             secret, params["curve_server_key"] = secret_key.decode(), public.decode()
-        server, endpoint, server_err = self._start_server(framework, case.heartbeat, secret)
+        server, endpoint, server_err = self._start_server(framework, case.heartbeat, secret, case.metrics)
         client = None
         try:
             err_path = server_err.replace("server-", "client-")

@@ -60,7 +60,7 @@ def _numbers(n):
     return iter(range(min(int(n), MAX_STREAM)))
 
 
-def serve_zrpc(heartbeat: Optional[float], curve_secret: Optional[str] = None) -> None:
+def serve_zrpc(heartbeat: Optional[float], curve_secret: Optional[str] = None, metrics: bool = False) -> None:
     import zrpc
 
     class Service:
@@ -77,7 +77,15 @@ def serve_zrpc(heartbeat: Optional[float], curve_secret: Optional[str] = None) -
         def numbers(self, n):
             return _numbers(n)
 
-    server = zrpc.Server(Service(), name="bench", heartbeat=heartbeat, curve_secret_key=curve_secret)
+    interceptors = []
+    if metrics:  # what an operator would run: every call counted and timed
+        from zrpc.metrics import ServerMetrics
+
+        interceptors.append(ServerMetrics())
+    server = zrpc.Server(Service(), name="bench", heartbeat=heartbeat, curve_secret_key=curve_secret,
+                         interceptors=interceptors)
+    if metrics:
+        interceptors[0].watch(server)
     _ready(server.bind(ENDPOINT))
     server.run()
 
@@ -129,6 +137,7 @@ def main(argv=None) -> None:
     parser.add_argument("framework", choices=FRAMEWORKS)
     parser.add_argument("--heartbeat", type=_heartbeat, default=5.0)
     parser.add_argument("--curve-secret", default=None, help="serve with CURVE (zrpc only): the secret key, Z85")
+    parser.add_argument("--metrics", action="store_true", help="serve with zrpc.metrics.ServerMetrics (zrpc only)")
     args = parser.parse_args(argv)
     die_with_parent()
     raise_nofile()
@@ -138,10 +147,10 @@ def main(argv=None) -> None:
         aio.serve(args.framework, ENDPOINT, args.heartbeat, _ready)
         return
     serve = {"zrpc": serve_zrpc, "zerorpc": serve_zerorpc, "baseline": serve_baseline}[args.framework]
-    if args.curve_secret:
+    if args.curve_secret or args.metrics:
         if args.framework != "zrpc":
-            parser.error("--curve-secret is for zrpc only")
-        serve_zrpc(args.heartbeat, args.curve_secret)
+            parser.error("--curve-secret and --metrics are for zrpc only")
+        serve_zrpc(args.heartbeat, args.curve_secret, args.metrics)
         return
     serve(args.heartbeat)
 

@@ -69,6 +69,25 @@ def client_factory() -> Iterator[Callable[..., zrpc.Client]]:
         client.close()
 
 
+@pytest.fixture
+def raw_dealer() -> Iterator[Callable[[str], Any]]:
+    """raw_dealer(endpoint) -> a bare DEALER socket (zmq.green) connected to it: speaks frames, nothing else."""
+    import zmq.green as zmq
+
+    sockets: List[Any] = []
+
+    def make(endpoint: str) -> Any:
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(endpoint)
+        sockets.append(sock)
+        return sock
+
+    yield make
+    for sock in sockets:
+        sock.close()
+
+
 def free_tcp_endpoint() -> str:
     """A tcp endpoint on 127.0.0.1 whose port was free a moment ago (for peers in other processes)."""
     import socket

@@ -18,6 +18,7 @@ CASES = {
     "sleep-1000": FRAMEWORKS + AIO,
     "big-1MiB": FRAMEWORKS, "stream-fast": ("zrpc", "zerorpc"), "stream-slow": ("zrpc", "zerorpc"),
     "batch": FRAMEWORKS, "idle": FRAMEWORKS, "seq-curve": ("zrpc",), "conc-curve": ("zrpc",),
+    "seq-metrics": ("zrpc",), "conc-metrics": ("zrpc",),
 }
 
 
@@ -78,6 +79,14 @@ def test_targets_are_reported(quick_run):
     assert statuses & {"PASS", "MISS"}
     aio = [t for t in data["targets"] if t["target"].startswith("aio ")]
     assert len(aio) == 3 and all(t["status"] in ("PASS", "MISS") for t in aio), aio
+
+
+def test_metrics_ab_runs_and_prints_a_ratio():
+    proc = subprocess.run([sys.executable, "-m", "bench.metrics_ab", "--rounds", "2", "--window", "0.1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "median ratio on/off: " in proc.stdout
 
 
 @pytest.mark.timeout(120)

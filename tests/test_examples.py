@@ -81,3 +81,19 @@ def test_events_example():
         "resized ['img0.png', 'img1.png', 'img2.png', 'img3.png', 'img4.png', 'img5.png']",
         "lonely pusher: timeout expired after 0.2s pushing resize(): no puller is connected, or all of them are full",
     ]
+
+
+def test_from_zerorpc_example():
+    assert run_example("from_zerorpc.py") == ["3", "7", "[3, 2, 1]", "req-1", "RemoteError NameError"]
+
+
+def test_interceptors_example():
+    assert run_example("interceptors.py") == [
+        "acme has 3 apples",
+        "globex has 3 pears",
+        "refused: PermissionError: count() needs a tenant header",
+        "slow_report: timed out after 0.5s, and so did its call to the backend",
+        "calls: [('count', 'error'), ('count', 'ok'), ('count', 'ok')]",
+        'zrpc_server_calls_total{method="count",outcome="ok"} 2.0',
+        'zrpc_server_calls_total{method="count",outcome="error"} 1.0',
+    ]

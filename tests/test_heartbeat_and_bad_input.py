@@ -21,23 +21,6 @@ def unpack(frame):
     return msgpack.unpackb(frame, raw=False)
 
 
-@pytest.fixture
-def raw_dealer():
-    """A bare DEALER socket (zmq.green) connected to an endpoint: speaks frames, nothing else."""
-    sockets = []
-
-    def make(endpoint):
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.linger = 0
-        sock.connect(endpoint)
-        sockets.append(sock)
-        return sock
-
-    yield make
-    for sock in sockets:
-        sock.close()
-
-
 def recv_event(sock, timeout=5.0):
     with gevent.Timeout(timeout):
         frames = sock.recv_multipart()

@@ -313,6 +313,9 @@ def test_workers_option_is_checked():
         run = gevent.subprocess.run([sys.executable, "-m", "zrpc", "serve", "--workers", bad, "--bind",
                                      "tcp://127.0.0.1:1", "time"], capture_output=True, text=True, timeout=30)
         assert run.returncode == 2 and message in run.stderr, run.stderr
+    run = gevent.subprocess.run([sys.executable, "-m", "zrpc", "serve", "--workers", "2", "--metrics-port", "0",
+                                 "--bind", "tcp://127.0.0.1:1", "time"], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "--metrics-port does not work with --workers" in run.stderr, run.stderr
 
 
 def test_curve_applies_at_the_router(tmp_path):

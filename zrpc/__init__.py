@@ -32,6 +32,7 @@ from .core.errors import (
     TooManyServers,
     ZrpcError,
 )
+from .core.intercept import CallInfo, ClientCallInfo, current_call
 from .core.methods import stream
 from .core.protocol import ProtocolError
 
@@ -63,6 +64,7 @@ __all__ = [
     "curve_keypair",
     "current_call",
     "CallInfo",
+    "ClientCallInfo",
     "__version__",
 ]
 
@@ -72,7 +74,7 @@ logging.getLogger("zrpc").addHandler(logging.NullHandler())
 _GEVENT_NAMES = frozenset(("Server", "Client", "Future", "Stream", "Batch",
                            "Publisher", "Subscriber", "Pusher", "Puller"))
 #: Security helpers need pyzmq (zmq.auth), so they load on first use too.
-_SECURITY_NAMES = frozenset(("CallInfo", "curve_keypair", "current_call"))
+_SECURITY_NAMES = frozenset(("curve_keypair",))
 
 
 def __getattr__(name: str) -> Any:

@@ -11,17 +11,19 @@ import logging
 import socket
 from collections import deque
 from time import monotonic
-from typing import Any, Callable, Deque, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
 from .core.balancing import Backend, ResolvedName, addresses_of, split_tcp_endpoint, tcp_endpoint
 from .core.client_session import END, ITEM, RESULT, RETRY, ClientCall, ClientSession
 from .core.errors import AuthenticationFailed, ClosedError, ServerStopping, TimeoutExpired, TooManyServers, ZrpcError
+from .core.intercept import ClientCallInfo, Interceptor, run_chain, validate_headers
 from .core.methods import MethodTable
 from .core.server_session import (
     CANCEL,
     CREDIT,
+    DEADLINE_PASSED,
     QUEUED,
     SEND,
     SERVER_STOPPED,
@@ -298,7 +300,7 @@ class ServerBase(NodeBase):
                      context: Optional[zmq.Context], socket_options: Optional[Mapping[int, Any]],
                      trace: Optional[Tracer], curve_secret_key: Any, curve_clients: Any,
                      allow_ips: Optional[Iterable[str]], deny_ips: Optional[Iterable[str]],
-                     zap_driver: Any) -> None:
+                     zap_driver: Any, interceptors: Iterable[Interceptor] = ()) -> None:
         """What every driver's Server constructor does with its options (see zrpc.Server).
 
         ``exclude_from`` is the driver's Server class: when the methods are
@@ -319,6 +321,7 @@ class ServerBase(NodeBase):
         )
         self._init_node(session, context, socket_options)
         self._session = session
+        self._interceptors = list(interceptors)
         self._guard = ServerGuard.create(zap_driver, self._context, curve_secret_key, curve_clients,
                                          allow_ips, deny_ips)
         if self._guard is not None:
@@ -329,6 +332,42 @@ class ServerBase(NodeBase):
         self._stopped = self._event_class()
         self._idle = self._event_class()
         self._idle.set()
+    #: Server interceptors, outermost first (empty: the serve path runs none of their code).
+    _interceptors: List[Interceptor]
+
+    @property
+    def interceptors(self) -> List[Interceptor]:
+        """The server's interceptors, outermost first (see the README's "Interceptors")."""
+        return list(self._interceptors)
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Counters and gauges for observers (zrpc.metrics): calls running and queued, bad messages,
+        callers lost (no heartbeat), calls refused because the queue was full."""
+        session = self._session
+        return {"running": session.running, "queued": session.queued, "bad_messages": session.bad_messages,
+                "callers_lost": session.callers_lost, "refused_busy": session.refused_busy}
+
+    def _intercepted(self, call: ServerCall, name: str, args: Any, kwargs: Dict[str, Any],
+                     invoke: Callable[[Any, Dict[str, Any]], Any]) -> Any:
+        """Run the interceptors around ``invoke(args, kwargs)`` (the method, as the driver runs it)."""
+        info = call.make_info()
+        info.method, info.args, info.kwargs = name, tuple(args), kwargs
+        return run_chain(self._interceptors, info, lambda: invoke(info.args, info.kwargs))
+
+    @staticmethod
+    def _over(call: ServerCall, outcome: str, error: Optional[BaseException], result: Any) -> None:
+        """The call is over: tell its done callbacks, if anyone (an interceptor, current_call()) made its CallInfo."""
+        info = call.info
+        if info is not None:
+            info.reply_bytes = call.reply_bytes
+            info._finish(outcome, error, result)
+
+    def _beat(self, now: float) -> None:
+        """Heartbeats, then cancel the calls whose deadline passed (their callers stopped waiting)."""
+        super()._beat(now)
+        for call in self._session.overdue(now):
+            self._cancel(call, DEADLINE_PASSED)
 
     @property
     def name(self) -> str:
@@ -486,10 +525,13 @@ class ClientBase(NodeBase):
     _session: ClientSession
     _timeout: Optional[float]
     _guard: ClientGuard
-    #: The driver's view class for ``with_options``: ``_options_class(client, timeout)``.
+    #: The driver's view class for ``with_options``: ``_options_class(client, timeout, headers)``.
     _options_class: Callable[..., Any]
     _stream_state: Callable[["ClientBase", ClientCall], StreamBuffer]
     _stream_handle: Callable[[StreamBuffer], Any]
+    #: Client interceptors, outermost first (empty: calls run none of their code).
+    _interceptors: List[Interceptor] = []
+    _headers: Optional[Dict[str, Any]] = None
     #: Resolves ``tcp://NAME:PORT`` endpoints (None: hand names to zmq as they are).
     _resolver: Optional[Resolver] = socket.getaddrinfo
     #: Seconds between re-resolutions of each name (None: resolve once, at connect).
@@ -499,12 +541,17 @@ class ClientBase(NodeBase):
                      heartbeat: Optional[float], stream_window: int, max_message_size: Optional[int],
                      context: Optional[zmq.Context], socket_options: Optional[Mapping[int, Any]],
                      trace: Optional[Tracer], curve_server_key: Any, curve_secret_key: Any,
-                     dns_refresh: Optional[float], resolver: Optional[Resolver]) -> None:
+                     dns_refresh: Optional[float], resolver: Optional[Resolver],
+
+                     headers: Optional[Mapping[str, Any]] = None, interceptors: Iterable[Interceptor] = (),
+                     inherit_deadline: bool = True) -> None:
         """What every driver's Client constructor does with its options (see zrpc.Client)."""
         session = ClientSession(heartbeat=heartbeat, stream_window=stream_window,
-                                max_message_size=max_message_size, trace=trace)
+                                max_message_size=max_message_size, trace=trace, inherit_deadline=inherit_deadline)
         self._init_node(session, context, socket_options)
         self._session = session
+        self._headers = validate_headers(headers)  # before any socket: a bad header is a plain error
+        self._interceptors = list(interceptors)
         self._guard = ClientGuard(curve_server_key, curve_secret_key, self._on_handshake_failed)
         self._socket_setups.append(self._guard.setup)
         self._client = self
@@ -516,6 +563,38 @@ class ClientBase(NodeBase):
         for ep in endpoint or ():
             self.connect(ep)
         self._start_io()
+
+    def _intercepted(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
+                     headers: Optional[Dict[str, Any]], async_: bool) -> Any:
+        """Make a call through the interceptors: what the caller gets (value, or the future if ``async_``)."""
+        return self._run_chain(ClientCallInfo(method, args, kwargs, headers, timeout, async_))
+
+    # -- interceptors ----------------------------------------------------------------
+    def _run_chain(self, info: ClientCallInfo) -> Any:
+        def send() -> Any:
+            future = self._start(info.method, info.args, info.kwargs, info.timeout, validate_headers(info.headers))
+            if info.async_:
+                self._watch(future, info)
+                return future
+            return self._wait(future, info)
+
+        try:
+            return run_chain(self._interceptors, info, send)
+        except BaseException as exc:
+            info._settle(exc)  # nothing sent (or already settled: then a no-op)
+            raise
+
+    def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
+               headers: Optional[Dict[str, Any]] = None) -> Any:
+        raise NotImplementedError
+
+    def _watch(self, future: Any, info: ClientCallInfo) -> None:
+        """Settle ``info`` when ``future`` is done."""
+        raise NotImplementedError
+
+    def _wait(self, future: Any, info: ClientCallInfo) -> Any:
+        """What a plain call returns: the result (or, on asyncio, an awaitable of it), settling ``info``."""
+        raise NotImplementedError
 
     # -- the driver's waiting -------------------------------------------------------
     def _settle(self, call: ClientCall, value: Any) -> None:
@@ -793,14 +872,19 @@ class ClientBase(NodeBase):
         for name in names:
             self._refresh(name)
 
-    def with_options(self, *, timeout: Any = UNSET) -> Any:
+    def with_options(self, *, timeout: Any = UNSET, headers: Optional[Mapping[str, Any]] = None) -> Any:
         """A view of this client (same connection) whose calls use these options.
 
         ``client.with_options(timeout=2).add(1, 2)``; ``timeout=None`` waits
-        forever. The view has ``call``, ``call_async``, ``batch`` and
+        forever. ``headers`` are added to the client's own (validated now:
+        str keys, not ``zrpc_*`` nor the protocol's, scalar values, 8 KiB in
+        all). The view has ``call``, ``call_async``, ``batch`` and
         attribute-style methods.
         """
-        return self._options_class(self, self._timeout if timeout is UNSET else timeout)
+        merged = self._headers
+        if headers:
+            merged = validate_headers({**(merged or {}), **headers})
+        return self._options_class(self, self._timeout if timeout is UNSET else timeout, merged)
 
     def _send_request(self, call: ClientCall, frames: List[Any], now: float,
                       order: Optional[List[Backend]] = None) -> bool:

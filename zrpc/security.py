@@ -22,7 +22,6 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import zmq
@@ -31,6 +30,7 @@ from zmq.auth.base import Authenticator
 from zmq.utils import z85
 
 from .core.errors import AuthenticationFailed
+from .core.intercept import CallInfo, current_call  # re-exported: who is calling
 
 __all__ = [
     "Key",
@@ -354,51 +354,6 @@ class ZapPolicy(Authenticator):
             self.refused += 1
             self.refusals.refused(address, mechanism, reply[3].decode("utf-8", "replace").lower())
         return reply
-
-
-@dataclass(frozen=True)
-class CallInfo:
-    """Who is calling: the method's view of the connection its request came on.
-
-    ``peer_address``: the client's IP address (None over ipc). ``user_id``:
-    under CURVE, the client's public key (Z85 text) as the server's ZAP
-    handler admitted it; None without CURVE. ``method``: the name called.
-    """
-
-    method: str
-    peer_address: Optional[str]
-    user_id: Optional[str]
-
-
-# The call each call greenlet serves now, filled by the server (zrpc.gevent.server).
-_CALLS: Dict[Any, Any] = {}
-
-
-def _frame_property(frame: Any, name: str) -> Optional[str]:
-    try:
-        value = frame.get(name)
-    except (zmq.ZMQError, AttributeError, TypeError):
-        return None
-    return value or None
-
-
-def call_info(method: str, frame: Any) -> CallInfo:
-    """The CallInfo of a request whose payload arrived as zmq Frame ``frame`` (metadata read now)."""
-    return CallInfo(method, _frame_property(frame, "Peer-Address"), _frame_property(frame, "User-Id"))
-
-
-def current_call() -> CallInfo:
-    """The caller of the remote method running in this greenlet.
-
-    Works in the method's own greenlet only (not in greenlets it spawns);
-    raises LookupError elsewhere.
-    """
-    from greenlet import getcurrent
-
-    call = _CALLS.get(getcurrent())
-    if call is None:
-        raise LookupError("current_call() works only inside a remote method, in its own greenlet")
-    return call_info(call.method, call.connection)
 
 
 # -- what a driver serves and holds, with no event loop ------------------------------

@@ -197,6 +197,22 @@ def slow(client, args):
 OPTIONS = None
 
 
+@scenario
+def middleware_headers(client, args):
+    """A zerorpc middleware's task context travels as extra header keys: zrpc shows them as headers."""
+    class Tenant(object):
+        def get_task_context(self):
+            return {"tenant": "acme", "request_no": 7}
+
+    context = zerorpc.Context()
+    context.register_middleware(Tenant())
+    with_context = zerorpc.Client(timeout=OPTIONS.timeout, heartbeat=OPTIONS.heartbeat, context=context)
+    with_context.connect(OPTIONS.endpoint)
+    check("headers", with_context.headers_seen)
+    check("add", with_context.add, 1, 2)
+    with_context.close()
+
+
 def new_client():
     client = zerorpc.Client(timeout=OPTIONS.timeout, heartbeat=OPTIONS.heartbeat,
                             passive_heartbeat=OPTIONS.passive)

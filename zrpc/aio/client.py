@@ -10,11 +10,12 @@ it) sends zrpc's cancel, so the server stops the work at once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 import time
 from functools import partial
-from typing import Any, Dict, Generator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Generator, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
@@ -22,6 +23,7 @@ from ..core.calling import CallQueue, Caller, OptionsView
 from ..core.balancing import ResolvedName
 from ..core.client_session import ClientCall
 from ..core.errors import ClosedError, TimeoutExpired
+from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import END_OF_STREAM, ClientBase, Resolver, StreamBuffer, StreamHandle
 from .node import Node
@@ -114,7 +116,13 @@ class Call:
         """Start the call (if not yet) and return its future."""
         if self._future is None:
             caller = self._caller
-            self._future = caller._client._start(self._method, self._args, self._kwargs, caller._timeout)
+            client = caller._client
+            if client._interceptors:  # the chain runs in a task of its own (with a copy of this context)
+                self._future = asyncio.ensure_future(client._call_intercepted(
+                    self._method, self._args, self._kwargs, caller._timeout, caller._headers))
+            else:
+                self._future = client._start(self._method, self._args, self._kwargs, caller._timeout,
+                                             caller._headers)
         return self._future
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -171,6 +179,9 @@ class Client(_Caller, ClientBase, Node):
     ``resolver``) with the same meaning, and balances over several servers
     the same way. Make it inside a coroutine: it belongs to the running loop,
     and any number of tasks of that loop may share it. ``async with`` closes it.
+    ``headers``, ``interceptors`` and ``inherit_deadline`` are as for
+    :class:`zrpc.Client`; an interceptor may be ``async def`` (``proceed()``
+    returns an awaitable of the result here; for ``call_async``, the future).
     """
 
     _options_class = _Options
@@ -192,11 +203,15 @@ class Client(_Caller, ClientBase, Node):
         curve_secret_key: Any = None,
         dns_refresh: Optional[float] = 30.0,
         resolver: Optional[Resolver] = socket.getaddrinfo,
+        headers: Optional[Mapping[str, Any]] = None,
+        interceptors: Iterable[Interceptor] = (),
+        inherit_deadline: bool = True,
     ) -> None:
         self._init_client(endpoint, timeout=timeout, heartbeat=heartbeat, stream_window=stream_window,
                           max_message_size=max_message_size, context=context, socket_options=socket_options,
                           trace=trace, curve_server_key=curve_server_key, curve_secret_key=curve_secret_key,
-                          dns_refresh=dns_refresh, resolver=resolver)
+                          dns_refresh=dns_refresh, resolver=resolver,
+                          headers=headers, interceptors=interceptors, inherit_deadline=inherit_deadline)
 
     async def close(self) -> None:
         """Fail calls in flight with ClosedError, tell their servers to cancel them, release the sockets."""
@@ -213,14 +228,15 @@ class Client(_Caller, ClientBase, Node):
 
     # -- starting a call --------------------------------------------------------
     def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
-               timeout: Optional[float]) -> asyncio.Future:
+               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None) -> asyncio.Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self._closed:
             raise ClosedError("the client is closed")
         loop = self._loop
         start = time.monotonic()
-        call, payload = self._session.request(method, args, kwargs, timeout, start)
+        call, payload = self._session.request(method, args, kwargs, timeout, start, headers)
+        timeout = call.timeout  # at most what remains of the deadline of the call being served
         call.future = future = loop.create_future()
         future.add_done_callback(partial(self._on_done, call))
         frames = [b"", payload]
@@ -229,6 +245,30 @@ class Client(_Caller, ClientBase, Node):
         if not self._send_request(call, frames, start):
             loop.create_task(self._send_request_slowly(call, frames, future))
         return future
+
+    async def _call_intercepted(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
+                                timeout: Optional[float], headers: Optional[Dict[str, Any]]) -> Any:
+        info = ClientCallInfo(method, args, kwargs, headers, timeout, False)
+        try:
+            result = self._run_chain(info)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except BaseException as exc:
+            info._settle(exc)
+            raise
+
+    def _watch(self, future: asyncio.Future, info: ClientCallInfo) -> None:
+        future.add_done_callback(lambda done: info._settle(*_outcome_of(done)))
+
+    async def _wait(self, future: asyncio.Future, info: ClientCallInfo) -> Any:
+        try:
+            value = await future
+        except BaseException as exc:
+            info._settle(exc)
+            raise
+        info._settle(None, value)
+        return value
 
     async def _send_request_slowly(self, call: ClientCall, frames: List[Any], future: asyncio.Future) -> None:
         """Wait until some socket is up with room; the call's timer (or a cancel) ends the wait."""
@@ -292,6 +332,13 @@ class Client(_Caller, ClientBase, Node):
                 self._grant_failed(call, exc)
             else:
                 call.window.sent(due[0])
+
+def _outcome_of(future: asyncio.Future) -> Tuple[Optional[BaseException], Any]:
+    if future.cancelled():
+        return asyncio.CancelledError(), None
+    error = future.exception()
+    return error, None if error is not None else future.result()
+
 
 class Batch(CallQueue):
     """Calls queued, then sent together: ``i = batch.add(1, 2)``; ``results = await batch.run()``.

@@ -33,6 +33,7 @@ import zmq
 from ..core import protocol
 from ..core.errors import ClosedError
 from ..core.protocol import printable
+from ..core.intercept import _CURRENT, Interceptor, current_call
 from ..core.server_session import DEFAULT_MAX_PENDING, Cancellation, ServerCall
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import REJECT_WAIT, ServerBase
@@ -49,21 +50,6 @@ _SYNC_MODES = ("thread", "inline")
 _AWAIT, _AGEN, _INLINE, _THREAD = "await", "agen", "inline", "thread"
 _DONE = object()
 
-_CURRENT: contextvars.ContextVar = contextvars.ContextVar("zrpc_aio_call")
-
-
-def current_call() -> Any:
-    """The caller (a :class:`zrpc.CallInfo`) of the remote method running in this task.
-
-    Works in the method's task (and threads it runs in); raises LookupError elsewhere.
-    """
-    from ..security import call_info
-
-    call = _CURRENT.get(None)
-    if call is None:
-        raise LookupError("current_call() works only inside a remote method, in its own task")
-    return call_info(call.method, call.connection)
-
 
 class Server(ServerBase, Node):
     """Serve the public callables of ``methods`` (an object, a module or a dict) from asyncio.
@@ -74,6 +60,9 @@ class Server(ServerBase, Node):
     the same meaning, plus ``sync_methods`` ("thread" or "inline") and
     ``threads`` for plain functions (see the module docstring). The security
     options are as for :class:`zrpc.Server`. Make it inside a coroutine; ``bind``, then ``start()`` or ``await run()``; ``await close()``.
+    ``interceptors`` are as for :class:`zrpc.Server`; one may be ``async
+    def``: ``proceed()`` returns an awaitable here (a plain interceptor
+    just returns it; ``zrpc.current_call()`` works in the call's task).
     """
 
     _event_class = asyncio.Event
@@ -98,6 +87,7 @@ class Server(ServerBase, Node):
         curve_clients: Any = None,
         allow_ips: Optional[Iterable[str]] = None,
         deny_ips: Optional[Iterable[str]] = None,
+        interceptors: Iterable[Interceptor] = (),
     ) -> None:
         if sync_methods not in _SYNC_MODES:
             raise ValueError(f"sync_methods must be one of {', '.join(_SYNC_MODES)}, not {sync_methods!r}")
@@ -110,7 +100,8 @@ class Server(ServerBase, Node):
                           pool_size=pool_size, max_pending=max_pending, send_tracebacks=send_tracebacks,
                           stream_generators=stream_generators, max_message_size=max_message_size, trace=trace,
                           context=context, socket_options=socket_options, curve_secret_key=curve_secret_key,
-                          curve_clients=curve_clients, allow_ips=allow_ips, deny_ips=deny_ips)
+                          curve_clients=curve_clients, allow_ips=allow_ips, deny_ips=deny_ips,
+                          interceptors=interceptors)
         self._how: Dict[Callable[..., Any], str] = {f: _INLINE for f in self._session.methods.builtins.values()}
 
     # -- life cycle ------------------------------------------------------------
@@ -204,10 +195,23 @@ class Server(ServerBase, Node):
         # The thread sees the call's context, so current_call() works there too.
         return self._loop.run_in_executor(self._pool, partial(contextvars.copy_context().run, func, *args))
 
+    async def _invoke(self, func: Callable[..., Any], how: str, args: Any, kwargs: Dict[str, Any]) -> Any:
+        """Run the method as ``how`` says; return its result (an async generator is not awaited)."""
+        if how is _AWAIT:
+            result = await func(*args, **kwargs)
+        elif how is _THREAD:
+            result = await self._in_thread(partial(func, *args, **kwargs))
+        else:
+            result = func(*args, **kwargs)
+        if inspect.isawaitable(result) and how is not _AGEN:
+            result = await result  # a plain function that returned a coroutine
+        return result
+
     async def _serve(self, call: ServerCall) -> None:
         session = self._session
         call.running = True
         _CURRENT.set(call)  # this task's own context
+        outcome, error, result = "ok", None, None
         try:
             try:
                 if call.cancelled is not None:
@@ -215,32 +219,37 @@ class Server(ServerBase, Node):
                 name, func, args, kwargs = session.methods.resolve(call.method, call.args)
                 call.method, call.args = name, None
                 how = self._how_to_run(func)
-                if how is _AWAIT:
-                    result = await func(*args, **kwargs)
-                elif how is _INLINE:
-                    result = func(*args, **kwargs)
-                elif how is _THREAD:
-                    result = await self._in_thread(partial(func, *args, **kwargs))
+                if self._interceptors:
+                    result = self._intercepted(call, name, args, kwargs, partial(self._invoke, func, how))
+                    if inspect.isawaitable(result):
+                        result = await result
                 else:
-                    result = func(*args, **kwargs)
-                if inspect.isawaitable(result) and how is not _AGEN:
-                    result = await result  # a plain function that returned a coroutine
+                    result = await self._invoke(func, how, args, kwargs)
                 if isinstance(result, types.AsyncGeneratorType):
+                    if call.info is not None:
+                        call.info.stream = True
                     await self._stream_async(call, result)
+                    result = None
                 elif session.streams(func, isinstance(result, types.GeneratorType)):
+                    if call.info is not None:
+                        call.info.stream = True
                     await self._stream(call, result, how is _THREAD)
+                    result = None
                 else:
                     await self._reply(call, session.reply(call, protocol.OK, [result]))
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
+                outcome, error = "cancelled", exc
                 why = call.cancelled
                 if why is None:
                     raise  # not a zrpc cancel (the loop is shutting down)
                 payload = session.cancelled_reply(call, why)
                 if payload is not None and call.credit > 0:
                     self._send_nowait(call, payload)
-            except (PeerUnreachable, ClosedError):
+            except (PeerUnreachable, ClosedError) as exc:
+                outcome, error = "cancelled", exc
                 log.info("call %s(): caller disconnected, result dropped", printable(call.method))
             except Exception as exc:
+                outcome, error = "error", exc
                 try:
                     await self._reply(call, session.error_reply(call, exc))
                 except (asyncio.CancelledError, PeerUnreachable, ClosedError):
@@ -252,6 +261,7 @@ class Server(ServerBase, Node):
                 self._launch(ready)
             if session.idle:
                 self._idle.set()
+            self._over(call, outcome, error, result)
 
     async def _reply(self, call: ServerCall, payload: bytes) -> None:
         """Send one encoded reply, waiting for the caller's credit first."""
@@ -259,6 +269,7 @@ class Server(ServerBase, Node):
             call.credit_ready = self._loop.create_future()
             await call.credit_ready
         call.credit -= 1
+        call.reply_bytes += len(payload)
         await self._send(call, payload)
 
     async def _stream(self, call: ServerCall, iterable: Any, threaded: bool) -> None:
@@ -270,6 +281,7 @@ class Server(ServerBase, Node):
                 if item is _DONE:
                     break
                 await self._reply(call, session.reply(call, protocol.STREAM, item))
+                call.deadline = None  # a stream's items are paced by its reader, not by its deadline
             await self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
         finally:
             close = getattr(iterator, "close", None)
@@ -284,6 +296,7 @@ class Server(ServerBase, Node):
         try:
             async for item in agen:
                 await self._reply(call, session.reply(call, protocol.STREAM, item))
+                call.deadline = None  # a stream's items are paced by its reader, not by its deadline
             await self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
         finally:
             await agen.aclose()

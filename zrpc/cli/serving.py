@@ -12,7 +12,7 @@ import inspect
 import os
 import signal
 import sys
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Tuple
 
 from .connection import SERVER, add_connection_options, link, links, new_server
 from .parsing import UsageError, add_general_options, count, help_or_version, new_parser, seconds
@@ -39,6 +39,7 @@ examples:
   zrpc serve --bind tcp://127.0.0.1:4242 time
   zrpc serve --bind tcp://127.0.0.1:4242 examples.hello_server:Hello
   zrpc serve --connect tcp://127.0.0.1:5555 time     (the client binds: zrpc --bind ...)
+  zrpc serve --bind tcp://127.0.0.1:4242 --access-log --metrics-port 9100 time
   zrpc serve --workers auto --bind tcp://127.0.0.1:4242 examples.hello_server:Hello
                                     (one process per core; see it with: zrpc status ENDPOINT)
 
@@ -63,9 +64,48 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--workers", type=workers_option, default=None, metavar="N|auto",
                         help="serve with N processes behind the endpoints, a call's events all to the"
                              " same one (auto: one per core; default: this process alone)")
+    observe = parser.add_argument_group("observing")
+    observe.add_argument("--access-log", action="store_true",
+                         help="log one line per call on stderr: peer, method, outcome, duration, bytes")
+    observe.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                         help="serve Prometheus metrics at http://HOST:PORT/metrics"
+                              " (needs prometheus_client: pip install zrpc[metrics])")
+    observe.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                         help="the address --metrics-port listens on (default: 127.0.0.1)")
     add_connection_options(parser, SERVER)
     add_general_options(parser)
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+    return port
+
+
+def _interceptors(args: argparse.Namespace) -> Tuple[List[Any], Any]:
+    """The interceptors --access-log and --metrics-port ask for, and the metrics (or None)."""
+    interceptors: List[Any] = []
+    metrics = None
+    if args.metrics_port is not None:
+        try:
+            from ..metrics import ServerMetrics
+        except ImportError as exc:
+            raise UsageError(f"--metrics-port needs prometheus_client ({exc}): pip install 'zrpc[metrics]'") from None
+        metrics = ServerMetrics()
+        interceptors.append(metrics)
+    if args.access_log:
+        import logging
+
+        from ..accesslog import AccessLog
+
+        logging.getLogger("zrpc.access").setLevel(logging.INFO)  # the CLI's zrpc handler prints it
+        interceptors.append(AccessLog())
+    return interceptors, metrics
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -92,9 +132,19 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not public_methods(obj):
         print(f"zrpc: warning: {args.target} has no public callables to serve", file=sys.stderr)
 
-    server = new_server(obj, args, name=args.name, pool_size=args.pool_size)
+    interceptors, metrics = _interceptors(args)
+    server = new_server(obj, args, name=args.name, pool_size=args.pool_size, interceptors=interceptors)
     try:
         link(server, links(args.connect, args.bind))
+        if metrics is not None:
+            from ..metrics import serve_metrics
+
+            metrics.watch(server)
+            try:
+                http = serve_metrics(args.metrics_port, args.metrics_host)
+            except OSError as exc:
+                raise UsageError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}") from None
+            print(f"metrics on http://{args.metrics_host}:{http.server_port}/metrics", file=sys.stderr, flush=True)
         return _run_server(server, args)
     finally:
         server.close()

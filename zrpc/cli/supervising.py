@@ -13,7 +13,7 @@ import sys
 from typing import Any, List
 
 from .connection import link, links
-from .parsing import count
+from .parsing import UsageError, count
 from .status import EXIT_OK, EXIT_USAGE, fail
 
 __all__ = ["workers_option", "worker_count_of", "run_workers"]
@@ -32,8 +32,13 @@ def worker_count_of(args: argparse.Namespace) -> int:
 
 
 def _serve_options(args: argparse.Namespace) -> List[str]:
-    """The general options every worker's ``zrpc serve`` gets too."""
-    return [flag for flag, on in (("-v", args.verbose), ("-d", args.debug), ("--traceback", args.traceback)) if on]
+    """The options every worker's ``zrpc serve`` gets too; a UsageError for those that cannot be shared."""
+    if getattr(args, "metrics_port", None) is not None:
+        raise UsageError("--metrics-port does not work with --workers yet (each worker would need a port of"
+                         " its own): serve metrics from single-process servers, or use zrpc status")
+    flags = (("-v", args.verbose), ("-d", args.debug), ("--traceback", args.traceback),
+             ("--access-log", getattr(args, "access_log", False)))
+    return [flag for flag, on in flags if on]
 
 
 def run_workers(args: argparse.Namespace, count: int) -> int:

@@ -43,11 +43,13 @@ class Caller:
     """The calling API a driver's Client and its ``with_options`` views share.
 
     A driver subclass defines ``call`` (how a caller waits) and its
-    ``_batch_class``; ``call_async`` hands the call to ``_client._start``.
+    ``_batch_class``; ``call_async`` hands the call to ``_client._start``
+    (through the client's interceptors, if it has any).
     """
 
     _client: Any
     _timeout: Optional[float]
+    _headers: Optional[Dict[str, Any]] = None  # validated; None: no user headers
     #: The driver's Batch: ``_batch_class(caller)``.
     _batch_class: Callable[[Any], Any]
 
@@ -57,7 +59,10 @@ class Caller:
 
     def call_async(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Start calling ``method`` and return the driver's future at once."""
-        return self._client._start(method, args, kwargs, self._timeout)
+        client = self._client
+        if client._interceptors:
+            return client._intercepted(method, args, kwargs, self._timeout, self._headers, True)
+        return client._start(method, args, kwargs, self._timeout, self._headers)
 
     def __getattr__(self, method: str) -> RemoteMethod:
         return RemoteMethod(self, remote_method_name(method))
@@ -66,9 +71,10 @@ class Caller:
 class OptionsView:
     """``client.with_options(...)``: the same client, other call options."""
 
-    def __init__(self, client: Any, timeout: Optional[float]) -> None:
+    def __init__(self, client: Any, timeout: Optional[float], headers: Optional[Dict[str, Any]] = None) -> None:
         self._client = client
         self._timeout = timeout
+        self._headers = headers
 
 
 class CallQueue:

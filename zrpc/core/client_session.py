@@ -53,6 +53,7 @@ from .errors import (
     ServerStopping,
     TimeoutExpired,
 )
+from .intercept import TIMEOUT_KEY, serving
 from .session import Session, Tracer
 
 __all__ = ["ClientSession", "ClientCall", "RESULT", "ERROR", "ITEM", "END", "RETRY"]
@@ -99,8 +100,10 @@ class ClientSession(Session):
     IDLE_TICK = 1.0
 
     def __init__(self, *, heartbeat: Optional[float], stream_window: int, max_message_size: Optional[int],
-                 trace: Optional[Tracer] = None) -> None:
+                 trace: Optional[Tracer] = None, inherit_deadline: bool = True) -> None:
         super().__init__(heartbeat, max_message_size, trace)
+        #: Calls made while serving a call get at most what remains of its deadline.
+        self.inherit_deadline = inherit_deadline
         StreamWindow(stream_window)  # validate now, not at the first stream
         self.stream_window = stream_window
         #: Where calls go, for error messages; the driver keeps it current.
@@ -120,9 +123,13 @@ class ClientSession(Session):
 
     # -- starting a call -------------------------------------------------------
     def request(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any], timeout: Optional[float],
-                now: float) -> Tuple[ClientCall, bytes]:
+                now: float, headers: Optional[Dict[str, Any]] = None) -> Tuple[ClientCall, bytes]:
         """A new call and its encoded request (not in flight until :meth:`sent`).
 
+        ``headers`` (already validated) go into the request header, with the
+        timeout (``zrpc_timeout``). Made while serving a call, the call's
+        timeout is at most what remains of that call's deadline (see
+        ``inherit_deadline``); ``call.timeout`` is the one that applies.
         Raises TypeError if msgpack cannot encode the arguments.
         """
         message_id = next(self._ids)
@@ -130,7 +137,17 @@ class ClientSession(Session):
             name, wire_args, kwnames = protocol.KWCALL, [method, args, kwargs], tuple(kwargs)
         else:
             name, wire_args, kwnames = method, args, None
+        if self.inherit_deadline:
+            outer = serving()
+            if outer is not None and outer.deadline is not None:
+                remaining = max(0.0, outer.deadline - now)
+                if timeout is None or remaining < timeout:
+                    timeout = remaining
         header = protocol.new_header(message_id)
+        if timeout is not None:
+            header[TIMEOUT_KEY] = timeout
+        if headers:
+            header.update(headers)
         try:
             payload = protocol.encode(header, name, wire_args)
         except (TypeError, ValueError, OverflowError) as exc:

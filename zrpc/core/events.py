@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Callable, Dict, FrozenSet, Iterable, NamedTuple, Optional
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional
 
 from . import protocol
 from .methods import MethodTable
@@ -68,6 +68,8 @@ class Delivery(NamedTuple):
     func: Callable[..., Any]
     args: list
     kwargs: dict
+    #: The event's decoded header as received (read it, don't change it).
+    header: Mapping[str, Any]
 
 
 class EventEncoder:
@@ -78,6 +80,9 @@ class EventEncoder:
         self._source: Optional[bytes] = os.urandom(8) if sequenced else None
         self._next = 0
         self.trace = trace
+        #: Called for each event; its keys join the header without replacing
+        #: any (zerorpc middleware's task context, for ``zrpc.compat``).
+        self.extra_header: Optional[Callable[[], Mapping[str, Any]]] = None
 
     @property
     def sent(self) -> int:
@@ -99,6 +104,9 @@ class EventEncoder:
             wire_name, wire_args = name, list(args)
         if self._source is not None:
             header[SEQUENCE] = [self._source, self._next]
+        if self.extra_header is not None:
+            for key, value in self.extra_header().items():
+                header.setdefault(key, value)
         payload = protocol.encode(header, wire_name, wire_args)
         self._next += 1  # only once packing succeeded: a refused value leaves no gap
         if self.trace is not None:
@@ -225,7 +233,7 @@ class EventDispatcher:
         if func is None or method not in self.methods.public:  # built-ins are for calls, not events
             if self.fallback is not None:
                 self.received += 1
-                return Delivery(method, _Fallback(self.fallback, method), call_args, kwargs)
+                return Delivery(method, _Fallback(self.fallback, method), call_args, kwargs, header)
             self.unknown += 1
             if len(self._unknown_logged) < MAX_UNKNOWN_LOGGED and method not in self._unknown_logged:
                 self._unknown_logged.add(method)
@@ -233,7 +241,7 @@ class EventDispatcher:
                             printable(method))
             return None
         self.received += 1
-        return Delivery(method, func, call_args, kwargs)
+        return Delivery(method, func, call_args, kwargs, header)
 
     def _problem(self, message: str, *args: Any) -> None:
         if self._problems_logged < MAX_PROBLEMS_LOGGED:

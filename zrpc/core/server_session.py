@@ -35,11 +35,12 @@ from typing import Any, Deque, Hashable, List, Optional, Tuple
 from . import protocol
 from .channel import Channel
 from .protocol import printable
+from .intercept import CallInfo, request_timeout
 from .methods import MethodTable
 from .session import Session, Tracer
 
-__all__ = ["ServerSession", "Stopping", "ServerCall", "Cancellation", "DEFAULT_MAX_PENDING", "START", "QUEUED", "SEND", "CREDIT",
-           "CANCEL", "STOPPING_REPLY"]
+__all__ = ["ServerSession", "Stopping", "ServerCall", "Cancellation", "DEFAULT_MAX_PENDING", "DEADLINE_PASSED",
+           "DEADLINE_TICK", "START", "QUEUED", "SEND", "CREDIT", "CANCEL", "STOPPING_REPLY"]
 
 log = logging.getLogger("zrpc.server")
 
@@ -65,6 +66,12 @@ STOPPING_REPLY = ("ServerStopping", "the server is shutting down; retry elsewher
 CANCELLED_BY_CALLER = Cancellation("cancelled by the caller")
 CALLER_LOST = Cancellation("caller lost")
 SERVER_STOPPED = Cancellation("server stopped", ("ServerStopped", "the server stopped before the call finished"))
+DEADLINE_PASSED = Cancellation("its deadline passed", ("DeadlineExceeded", "the call's deadline (the caller's "
+                                                        "timeout) passed before it finished on the server"))
+
+#: The longest a call may outlive its deadline before the sweep cancels it (seconds).
+#: Deadlines are checked by the periodic sweep that also sends heartbeats: no timer per call.
+DEADLINE_TICK = 0.25
 
 
 class ServerCall(Channel):
@@ -76,14 +83,22 @@ class ServerCall(Channel):
     """
 
     __slots__ = ("envelope", "method", "args", "credit", "waiting", "running", "cancelled", "task",
-                 "credit_ready", "connection")
+                 "credit_ready", "connection", "header", "deadline", "started", "size", "reply_bytes", "info")
 
     def __init__(self, key: Hashable, channel_id: Any, envelope: List[bytes], method: str, args: Any,
-                 now: float) -> None:
+                 now: float, header: Any = None, size: int = 0) -> None:
         super().__init__(key, channel_id, key[0], now)
         self.envelope = envelope
         self.method = method
         self.args = args
+        self.header = header
+        self.started = now
+        self.size = size  # bytes of the request
+        self.reply_bytes = 0  # bytes of every reply sent, kept by the driver
+        timeout = request_timeout(header) if header is not None and len(header) > 2 else None
+        self.deadline = None if timeout is None else now + timeout
+        #: Its CallInfo, made when an interceptor or current_call() first needs it.
+        self.info: Optional[CallInfo] = None
         self.credit = 1  # the implicit initial credit of the protocol
         self.waiting = False  # in the backlog, waiting for room in the pool
         self.running = False  # set by the driver while the call's task runs it
@@ -91,6 +106,14 @@ class ServerCall(Channel):
         self.task: Any = None
         self.credit_ready: Any = None
         self.connection: Any = None  # the driver's handle on the caller's connection metadata
+
+    def make_info(self) -> CallInfo:
+        """This call's CallInfo (made once)."""
+        info = self.info
+        if info is None:
+            info = self.info = CallInfo(self.method, self.header or {}, self.connection, self.deadline,
+                                        self.started, self.size)
+        return info
 
 
 #: Calls that may wait for room in the pool by default; more are refused with ServerBusy.
@@ -155,6 +178,11 @@ class ServerSession(Stopping, Session):
         self._stop_started = 0.0
         self.running = 0
         self.queued = 0  # calls in the backlog that are still wanted
+        # Counters for observers (zrpc.metrics reads them when scraped): no hook on the fast path.
+        self.bad_messages = 0
+        self.callers_lost = 0
+        self.refused_busy = 0
+        self._next_heartbeats = 0.0  # the heartbeat sweep keeps its own pace when deadlines sweep faster
         self._backlog: Deque[ServerCall] = deque()
 
     @property
@@ -178,6 +206,7 @@ class ServerSession(Stopping, Session):
             header, name, args = protocol.decode(frames[-1], self.max_message_size)
         except protocol.ProtocolError as exc:
             header = exc.header
+            self.bad_messages += 1
             log.warning("bad message from peer %s: %s", peer_repr(peer), printable(str(exc), 300))
             if header is not None and header.get("response_to") is None:
                 return self.reject(envelope, header["message_id"], "ProtocolError", str(exc))
@@ -199,10 +228,11 @@ class ServerSession(Stopping, Session):
             if name != protocol.HEARTBEAT:
                 log.debug("unexpected event %s on an open channel (ignored)", printable(name))
             return None
-        return self._accept(peer, envelope, header["message_id"], name, args, now)
+        return self._accept(peer, envelope, header, name, args, now, len(frames[-1]))
 
-    def _accept(self, peer: Any, envelope: List[bytes], message_id: Any, name: str, args: Any,
-                now: float) -> Optional[Action]:
+    def _accept(self, peer: Any, envelope: List[bytes], header: Any, name: str, args: Any,
+                now: float, size: int) -> Optional[Action]:
+        message_id = header["message_id"]
         if self.stopping:
             self._last_refusal = now
             return self.reject(envelope, message_id, *STOPPING_REPLY)
@@ -214,17 +244,18 @@ class ServerSession(Stopping, Session):
             log.warning("duplicate message id %s from %s (ignored)", printable(message_id), peer_repr(peer))
             return None
         if self.pool_size is None or self.running < self.pool_size:
-            call = ServerCall(key, message_id, envelope, name, args, now)
+            call = ServerCall(key, message_id, envelope, name, args, now, header, size)
             self.table.add(call)
             self.running += 1
             return (START, call)
         if self.max_pending is not None and self.queued >= self.max_pending:
+            self.refused_busy += 1
             log.warning("refused a call to %s(): %d calls already wait (max_pending)",
                         printable(name), self.queued)
             return self.reject(envelope, message_id, "ServerBusy",
                                f"the server has {self.queued} calls waiting already (max_pending); "
                                "retry later or elsewhere")
-        call = ServerCall(key, message_id, envelope, name, args, now)
+        call = ServerCall(key, message_id, envelope, name, args, now, header, size)
         self.table.add(call)
         self._backlog.append(call)
         call.waiting = True
@@ -282,6 +313,27 @@ class ServerSession(Stopping, Session):
             return False, None
         return call.running, None
 
+    @property
+    def tick(self) -> Optional[float]:
+        """How often the driver sweeps: for heartbeats, and at least every DEADLINE_TICK for deadlines."""
+        tick = self.table.tick
+        return DEADLINE_TICK if tick is None else min(tick, DEADLINE_TICK)
+
+    def heartbeats(self, now: float) -> Tuple[List[Tuple[Channel, bytes]], List[Channel]]:
+        """As :meth:`Session.heartbeats`, at most once per heartbeat tick (the driver sweeps more often
+        for deadlines)."""
+        tick = self.table.tick
+        if tick is None or now < self._next_heartbeats:
+            return [], []
+        self._next_heartbeats = now + tick * 0.9  # slack: a sweep a little early still counts
+        return super().heartbeats(now)
+
+    def overdue(self, now: float) -> List[ServerCall]:
+        """The calls (running or queued) whose deadline has passed at ``now``; the driver cancels them."""
+        return [call for call in self.table.channels.values()
+                if isinstance(call, ServerCall) and call.deadline is not None and call.deadline <= now
+                and call.cancelled is None]
+
     def open_calls(self) -> List[ServerCall]:
         """Every call running or queued (for a stop that cancels them)."""
         return [call for call in self.table if isinstance(call, ServerCall)]
@@ -289,6 +341,7 @@ class ServerSession(Stopping, Session):
     def lost(self, call: Channel) -> Cancellation:
         """A caller went silent: log it and say how to stop its call."""
         assert isinstance(call, ServerCall)
+        self.callers_lost += 1
         log.warning("lost the caller of %s() (no heartbeat for %gs); cancelling it",
                     printable(call.method), self.lost_after)
         return CALLER_LOST

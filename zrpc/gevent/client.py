@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import gevent
 import zmq
@@ -21,6 +21,7 @@ from ..core.calling import CallQueue, Caller, OptionsView
 from ..core.balancing import ResolvedName
 from ..core.client_session import ClientCall
 from ..core.errors import AuthenticationFailed, ClosedError, TimeoutExpired, TooManyServers
+from ..core.intercept import ClientCallInfo, Interceptor
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
 from ..nodes import END_OF_STREAM, ClientBase, Resolver, StreamBuffer, StreamHandle
 from .node import Node
@@ -92,7 +93,10 @@ class _Caller(Caller):
 
         Raises RemoteError, TimeoutExpired, LostRemote or KeywordArgumentsUnsupported.
         """
-        return self._client._start(method, args, kwargs, self._timeout).get()
+        client = self._client
+        if client._interceptors:
+            return client._intercepted(method, args, kwargs, self._timeout, self._headers, False)
+        return client._start(method, args, kwargs, self._timeout, self._headers).get()
 
 
 class _Options(OptionsView, _Caller):
@@ -123,6 +127,11 @@ class Client(_Caller, ClientBase, Node):
     file) turns on CURVE; ``curve_secret_key`` is this client's key (an
     ephemeral pair is made if None). A refused handshake fails the calls
     with AuthenticationFailed.
+    ``headers`` go with every call (see :meth:`with_options`);
+    ``interceptors`` wrap every call: ``interceptor(call, proceed)``, the
+    first outermost. A call made while serving a call (inside a remote
+    method) waits at most what remains of that call's deadline, unless
+    ``inherit_deadline=False``.
     """
 
     _socket_type = zmq.DEALER
@@ -146,6 +155,9 @@ class Client(_Caller, ClientBase, Node):
         passive_heartbeat: bool = False,
         dns_refresh: Optional[float] = 30.0,
         resolver: Optional[Resolver] = socket.getaddrinfo,
+        headers: Optional[Mapping[str, Any]] = None,
+        interceptors: Iterable[Interceptor] = (),
+        inherit_deadline: bool = True,
     ) -> None:
         if passive_heartbeat:
             # zerorpc code passes it; zrpc's heartbeats already work against passive peers.
@@ -154,7 +166,8 @@ class Client(_Caller, ClientBase, Node):
         self._init_client(endpoint, timeout=timeout, heartbeat=heartbeat, stream_window=stream_window,
                           max_message_size=max_message_size, context=context, socket_options=socket_options,
                           trace=trace, curve_server_key=curve_server_key, curve_secret_key=curve_secret_key,
-                          dns_refresh=dns_refresh, resolver=resolver)
+                          dns_refresh=dns_refresh, resolver=resolver,
+                          headers=headers, interceptors=interceptors, inherit_deadline=inherit_deadline)
 
     def close(self) -> None:
         """Fail calls in flight with ClosedError, tell their servers to cancel them, and release the sockets.
@@ -174,7 +187,7 @@ class Client(_Caller, ClientBase, Node):
 
     # -- starting a call ------------------------------------------------------
     def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
-               timeout: Optional[float]) -> Future:
+               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None) -> Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self.closed:
@@ -184,7 +197,8 @@ class Client(_Caller, ClientBase, Node):
                 "this zrpc.Client belongs to another thread: gevent objects cannot be shared "
                 "between threads; make one Client per thread (or call from the thread that made it)")
         start = time.monotonic()
-        call, payload = self._session.request(method, args, kwargs, timeout, start)
+        call, payload = self._session.request(method, args, kwargs, timeout, start, headers)
+        timeout = call.timeout  # at most what remains of the deadline of the call being served
         call.future = future = AsyncResult()
         frames = [b"", payload]
         if not self._send_request(call, frames, start):
@@ -223,6 +237,18 @@ class Client(_Caller, ClientBase, Node):
                 raise ClosedError("the client was closed")
             if self._send_request(call, frames, time.monotonic()):
                 return
+
+    def _watch(self, future: Future, info: ClientCallInfo) -> None:
+        future.rawlink(lambda done: info._settle(done.exception, done.value))
+
+    def _wait(self, future: Future, info: ClientCallInfo) -> Any:
+        try:
+            value = future.get()
+        except BaseException as exc:
+            info._settle(exc)
+            raise
+        info._settle(None, value)
+        return value
 
     # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
     def _refresh(self, name: ResolvedName) -> None:

@@ -22,7 +22,7 @@ from ..core.errors import ClosedError
 from ..core.protocol import printable
 from ..core.server_session import DEFAULT_MAX_PENDING, Cancellation, ServerCall
 from ..core.session import DEFAULT_MAX_MESSAGE_SIZE, Tracer
-from ..security import _CALLS
+from ..core.intercept import _CURRENT, Interceptor
 from ..nodes import REJECT_WAIT, ServerBase
 from .node import Node
 from .security import ZapDriver
@@ -61,7 +61,9 @@ class Server(ServerBase, Node):
     directory of certificates re-read when it changes) limits which clients
     may connect; ``allow_ips``/``deny_ips`` (addresses or CIDR networks)
     apply with or without CURVE. Inside a method, ``zrpc.current_call()``
-    tells who is calling.
+    tells who is calling, with the headers and deadline of the call.
+    ``interceptors`` wrap every call: ``interceptor(call, proceed)``, the
+    first outermost (see the README's "Interceptors, deadlines and metrics").
     """
 
     _event_class = Event
@@ -84,12 +86,14 @@ class Server(ServerBase, Node):
         curve_clients: Any = None,
         allow_ips: Optional[Iterable[str]] = None,
         deny_ips: Optional[Iterable[str]] = None,
+        interceptors: Iterable[Interceptor] = (),
     ) -> None:
         self._init_server(methods, name, exclude_from=Server, zap_driver=ZapDriver, heartbeat=heartbeat,
                           pool_size=pool_size, max_pending=max_pending, send_tracebacks=send_tracebacks,
                           stream_generators=stream_generators, max_message_size=max_message_size, trace=trace,
                           context=context, socket_options=socket_options, curve_secret_key=curve_secret_key,
-                          curve_clients=curve_clients, allow_ips=allow_ips, deny_ips=deny_ips)
+                          curve_clients=curve_clients, allow_ips=allow_ips, deny_ips=deny_ips,
+                          interceptors=interceptors)
         self._idle_workers: List[Waiter] = []
 
     # -- public life cycle ----------------------------------------------------
@@ -182,29 +186,38 @@ class Server(ServerBase, Node):
     def _serve(self, call: ServerCall) -> None:
         session = self._session
         call.running = True
-        worker = gevent.getcurrent()
-        _CALLS[worker] = call  # zrpc.current_call() looks the call up by greenlet
+        _CURRENT.set(call)  # zrpc.current_call(): each greenlet has its own context
+        outcome, error, result = "ok", None, None
         try:
             try:
                 if call.cancelled is not None:
                     raise _Cancelled(call.cancelled)
                 name, func, args, kwargs = session.methods.resolve(call.method, call.args)
                 call.method, call.args = name, None
-                result = func(*args, **kwargs)
+                if self._interceptors:
+                    result = self._intercepted(call, name, args, kwargs, lambda a, k: func(*a, **k))
+                else:
+                    result = func(*args, **kwargs)
                 if session.streams(func, isinstance(result, types.GeneratorType)):
+                    if call.info is not None:
+                        call.info.stream = True
                     self._stream(call, result)
+                    result = None
                 else:
                     self._reply(call, session.reply(call, protocol.OK, [result]))
             except _Cancelled as cancel:
+                outcome, error = "cancelled", cancel
                 payload = session.cancelled_reply(call, cancel.why)
                 if payload is not None:
                     try:
                         self._reply(call, payload)
                     except (PeerUnreachable, ClosedError):
                         pass
-            except (PeerUnreachable, ClosedError):
+            except (PeerUnreachable, ClosedError) as exc:
+                outcome, error = "cancelled", exc
                 log.info("call %s(): caller disconnected, result dropped", printable(call.method))
             except Exception as exc:
+                outcome, error = "error", exc
                 try:
                     self._reply(call, session.error_reply(call, exc))
                 except (_Cancelled, PeerUnreachable, ClosedError):
@@ -212,11 +225,12 @@ class Server(ServerBase, Node):
         finally:
             call.running = False  # from here on, no cancel may reach this greenlet
             call.connection = None
-            _CALLS.pop(worker, None)
+            _CURRENT.set(None)
             for ready in session.finished(call):
                 self._launch(ready)
             if not session.running and not session.queued:
                 self._idle.set()
+            self._over(call, outcome, error, result)
 
     def _reply(self, call: ServerCall, payload: bytes) -> None:
         """Send one encoded reply, waiting for the caller's credit first."""
@@ -226,6 +240,7 @@ class Server(ServerBase, Node):
             call.credit_ready.clear()
             call.credit_ready.wait()
         call.credit -= 1
+        call.reply_bytes += len(payload)
         self._send(call, payload)
 
     def _stream(self, call: ServerCall, iterable: Any) -> None:
@@ -235,6 +250,7 @@ class Server(ServerBase, Node):
             for item in iterator:
                 # Encode first: a value msgpack refuses must not use up the caller's credit.
                 self._reply(call, session.reply(call, protocol.STREAM, item))
+                call.deadline = None  # a stream's items are paced by its reader, not by its deadline
             self._reply(call, session.reply(call, protocol.STREAM_DONE, None))
         finally:
             close = getattr(iterator, "close", None)

@@ -1,0 +1,158 @@
+"""Typical zerorpc 0.6.3 code, run unchanged on zerorpc or on ``zrpc.compat``.
+
+    ZERORPC_IMPL=zerorpc|compat python tests/peers/zerorpc_program.py ROLE ENDPOINT
+
+ROLE is ``server`` (prints READY, serves until killed), ``client`` (runs a
+fixed sequence and prints one JSON line per step), ``puller`` (binds, prints
+READY, then one JSON line per event, exits after 3) or ``pusher`` (pushes 3
+events). Both sides register zerorpc middleware (task context and every
+documented hook), so the output also shows which hooks ran, with what.
+The same output is expected whichever implementation plays each role.
+"""
+import json
+import os
+import sys
+
+if os.environ.get("ZERORPC_IMPL") == "compat":
+    import zrpc.compat as zerorpc
+else:
+    import zerorpc
+
+import gevent
+import gevent.event
+
+
+def say(*step):
+    print(json.dumps(step), flush=True)
+
+
+class ServerMiddleware(object):
+    def __init__(self):
+        self.journal = []
+
+    def load_task_context(self, header):
+        self.journal.append(["load_task_context", header.get("task_id"), header.get("who")])
+
+    def server_before_exec(self, request_event):
+        self.journal.append(["server_before_exec", request_event.name, list(request_event.args)])
+
+    def server_after_exec(self, request_event, reply_event):
+        self.journal.append(["server_after_exec", request_event.name, reply_event and reply_event.name])
+
+    def server_inspect_exception(self, request_event, reply_event, task_context, exc_infos):
+        self.journal.append(["server_inspect_exception", request_event.name,
+                             reply_event and reply_event.name, exc_infos[0].__name__])
+
+
+class ClientMiddleware(object):
+    def __init__(self):
+        self.journal = []
+
+    def get_task_context(self):
+        return {"task_id": "t-42"}
+
+    def client_before_request(self, event):
+        event.header["who"] = "client"
+        self.journal.append(["client_before_request", event.name, list(event.args)])
+
+    def client_after_request(self, request_event, reply_event, exception):
+        self.journal.append(["client_after_request", request_event.name,
+                             reply_event and reply_event.name, exception and type(exception).__name__])
+
+    def client_handle_remote_error(self, event):
+        name, message, _ = event.args
+        if name == "KeyError":
+            return LookupError("mapped by middleware: " + message)
+        return None
+
+
+class Service(object):
+    def add(self, a, b):
+        """Add two numbers."""
+        return a + b
+
+    @zerorpc.stream
+    def count(self, n):
+        return iter(range(n))
+
+    def fail(self):
+        raise ValueError("bad value")
+
+    def lookup(self, key):
+        return {}[key]
+
+    def slow(self, seconds):
+        gevent.sleep(seconds)
+        return seconds
+
+    def journal(self):
+        entries = list(middleware.journal)
+        del middleware.journal[:]
+        return entries
+
+
+class Worker(object):
+    def __init__(self):
+        self.done = gevent.event.Event()
+        self.count = 0
+
+    def resize(self, name, size):
+        say("event", "resize", name, size)
+        self.count += 1
+        if self.count == 3:
+            self.done.set()
+
+
+role, endpoint = sys.argv[1], sys.argv[2]
+if role in ("server", "puller"):
+    middleware = ServerMiddleware()
+else:
+    middleware = ClientMiddleware()
+zerorpc.Context.get_instance().register_middleware(middleware)
+
+if role == "server":
+    server = zerorpc.Server(Service())
+    server.bind(endpoint)
+    print("READY", flush=True)
+    server.run()
+elif role == "client":
+    client = zerorpc.Client(timeout=10)
+    client.connect(endpoint)
+    say("add", client.add(1, 2))
+    say("call", client("add", 2, 3))
+    say("async", client.add(3, 4, **{"async": True}).get())
+    say("stream", list(client.count(3)))
+    try:
+        client.fail()
+    except zerorpc.RemoteError as e:
+        say("remote error", e.name, e.msg)
+    try:
+        client.lookup("k")
+    except LookupError as e:
+        say("mapped error", type(e).__name__, str(e))
+    say("server journal", client.journal())
+    say("client journal", middleware.journal)
+    try:
+        client.slow(5, timeout=0.5)
+    except zerorpc.TimeoutExpired:
+        say("timeout", "TimeoutExpired")
+    say("after timeout", middleware.journal[-1])
+    client.close()
+elif role == "puller":
+    import gevent.event
+    worker = Worker()
+    puller = zerorpc.Puller(worker)
+    puller.bind(endpoint)
+    gevent.spawn(puller.run)
+    print("READY", flush=True)
+    worker.done.wait(30)
+    say("journal", middleware.journal)
+    puller.close()
+elif role == "pusher":
+    pusher = zerorpc.Pusher()
+    pusher.connect(endpoint)
+    pusher.resize("a.png", 10)
+    pusher("resize", "b.png", 20)
+    pusher.resize("c.png", 30)
+    gevent.sleep(0)
+    pusher.close()

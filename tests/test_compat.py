@@ -1,0 +1,161 @@
+"""``import zrpc.compat as zerorpc``: typical zerorpc code, unchanged, against the real zerorpc 0.6.3.
+
+The program in tests/peers/zerorpc_program.py is written for zerorpc. It runs
+each role (server and client; puller and pusher) on either implementation, in
+separate processes, and every pairing must print exactly what zerorpc with
+zerorpc prints: results, errors, and which middleware hooks ran, with what.
+"""
+import json
+import os
+import sys
+from typing import Dict, List
+
+import gevent
+import pytest
+from gevent import subprocess
+
+import zrpc
+import zrpc.compat as zerorpc_compat
+from conftest import PEERS, ROOT, free_tcp_endpoint, wait_until
+
+PROGRAM = os.path.join(PEERS, "zerorpc_program.py")
+IMPLEMENTATIONS = ("zerorpc", "compat")
+
+
+def _start(impl: str, role: str, endpoint: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, PROGRAM, role, endpoint], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": ROOT, "ZERORPC_IMPL": impl})
+
+
+def _ready(proc: subprocess.Popen) -> None:
+    line = proc.stdout.readline()
+    if line.strip() != "READY":
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"peer did not start: {line!r}{out}\n{err[-3000:]}")
+
+
+def _steps(output: str) -> List[list]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("[")]
+
+
+def _pair(server_role: str, other_role: str, server_impl: str, other_impl: str) -> List[list]:
+    """Run the binding role and then the connecting role; the output of the one that prints the steps."""
+    endpoint = free_tcp_endpoint()
+    server = _start(server_impl, server_role, endpoint)
+    try:
+        _ready(server)
+        other = _start(other_impl, other_role, endpoint)
+        out, err = other.communicate(timeout=60)
+        assert other.returncode == 0, f"{other_role} on {other_impl} failed:\n{out}\n{err[-3000:]}"
+        if server_role == "server":
+            return _steps(out)
+        out, err = server.communicate(timeout=30)
+        assert server.returncode == 0, f"{server_role} on {server_impl} failed:\n{out}\n{err[-3000:]}"
+        return _steps(out)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate(timeout=10)
+
+
+_reference: Dict[str, List[list]] = {}
+
+
+def _zerorpc_reference(server_role: str, other_role: str) -> List[list]:
+    if server_role not in _reference:
+        _reference[server_role] = _pair(server_role, other_role, "zerorpc", "zerorpc")
+    return _reference[server_role]
+
+
+@pytest.mark.parametrize("server_impl,client_impl", [("compat", "compat"), ("compat", "zerorpc"),
+                                                     ("zerorpc", "compat")])
+def test_zerorpc_program_runs_unchanged_with_the_same_results_and_hooks(server_impl: str, client_impl: str) -> None:
+    expected = _zerorpc_reference("server", "client")
+    assert [step[0] for step in expected] == [
+        "add", "call", "async", "stream", "remote error", "mapped error", "server journal", "client journal",
+        "timeout", "after timeout"]
+    assert _pair("server", "client", server_impl, client_impl) == expected
+
+
+@pytest.mark.parametrize("puller_impl,pusher_impl", [("compat", "compat"), ("compat", "zerorpc"),
+                                                     ("zerorpc", "compat")])
+def test_zerorpc_events_with_task_context_run_unchanged(puller_impl: str, pusher_impl: str) -> None:
+    expected = _zerorpc_reference("puller", "pusher")
+    assert expected[-1][0] == "journal" and len(expected[-1][1]) == 9  # 3 events x 3 hooks
+    assert _pair("puller", "pusher", puller_impl, pusher_impl) == expected
+
+
+# -- in one process: what the program above cannot show --------------------------------------
+class _Service:
+    def add(self, a, b):
+        return a + b
+
+    def kw(self, a, b=0):
+        return [a, b]
+
+    @zrpc.stream
+    def count(self, n):
+        return iter(range(n))
+
+
+@pytest.fixture
+def compat_server():
+    context = zerorpc_compat.Context()
+    server = zerorpc_compat.Server(_Service(), context=context, heartbeat=1)
+    endpoint = server.bind("tcp://127.0.0.1:*")
+    server.start()
+    yield endpoint, context
+    server.close()
+    context.term()
+
+
+def test_call_options_async_underscore_timeout_and_keyword_arguments(compat_server) -> None:
+    endpoint, context = compat_server
+    with zerorpc_compat.Client(endpoint, context=context, heartbeat=1, passive_heartbeat=True) as client:
+        future = client.add(1, 2, async_=True)
+        assert isinstance(future, gevent.event.AsyncResult) and future.get(timeout=10) == 3
+        assert client.add(2, 2, timeout=5) == 4
+        assert client("kw", 1, b=2) == [1, 2]  # keyword arguments reach a zrpc server
+        assert client.kw(1, b=3, slots=10) == [1, 3]
+        assert list(client.count(4)) == [0, 1, 2, 3]
+        assert client.add.call_async(5, 5).get(timeout=10) == 10
+
+
+def test_middleware_registered_later_applies_and_dict_middleware_counts(compat_server) -> None:
+    endpoint, context = compat_server
+    seen: List[str] = []
+    with zerorpc_compat.Client(endpoint, context=context, heartbeat=1) as client:
+        assert client.add(1, 1) == 2
+        assert context.register_middleware({"client_before_request": lambda event: seen.append(event.name),
+                                            "not_a_hook": print}) == 1
+        assert client.add(1, 2) == 3
+    assert seen == ["add"]
+
+
+def test_a_real_zerorpc_context_as_context_closes_cleanly(compat_server) -> None:
+    import zerorpc  # the real package, for its Context only (no zerorpc socket in this process)
+
+    endpoint, _ = compat_server
+    context = zerorpc.Context()
+    client = zerorpc_compat.Client(endpoint, context=context, heartbeat=1)
+    assert client.add(20, 22) == 42
+    client.close()  # zerorpc's own close(linger=...) trap does not apply here
+    context.term()
+
+
+def test_async_future_gets_the_mapped_remote_error(compat_server) -> None:
+    endpoint, context = compat_server
+
+    class Mapper:
+        def client_handle_remote_error(self, event):
+            return KeyError(event.args[0]) if event.args[0] == "NameError" else None
+
+    context.register_middleware(Mapper())
+    with zerorpc_compat.Client(endpoint, context=context, heartbeat=1) as client:
+        future = client.missing(async_=True)
+        with pytest.raises(KeyError):
+            future.get(timeout=10)
+        with pytest.raises(KeyError):
+            client.missing()
