@@ -154,6 +154,20 @@ def test_ordinary_large_messages_stay_within_the_budget(value):
     assert protocol.decode(payload, max_size=8 << 20)[2] == [value]
 
 
+def test_big_str_and_bin_bodies_near_the_top_are_not_counted_as_costly_scalars():
+    # A bin made only of bytes that could start a negative fixint: counted byte by byte it would be
+    # refused (40x); its body is data, so only the walk's view of the message counts.
+    blob = b"\xe0" * (4 << 20)
+    assert protocol.decode(protocol.encode(HDR, "echo", [blob]), max_size=8 << 20)[2] == [blob]
+    kwcall = protocol.encode(HDR, protocol.KWCALL, ["echo", [blob], {"note": "\u4e2d" * 100_000}])
+    assert protocol.decode(kwcall, max_size=8 << 20)[2][1] == [blob]
+    # The same bytes as objects are still refused, however they are wrapped.
+    for wrapped in (b"\x91" * 2, b"\x92\xc0" + b"\x91", b"\x91" * 5):
+        with pytest.raises(ProtocolError, match="bytes of memory to decode"):
+            n = 2 << 20
+            protocol.decode(_event(wrapped + b"\xdd" + struct.pack(">I", n) + b"\xe0" * n), max_size=8 << 20)
+
+
 @pytest.mark.parametrize("args", [[float("inf")], [float("-inf")], [float("nan")], ["5"], [2 ** 64 - 1],
                                   [-1], [protocol.MAX_CREDIT + 1], [], None, 7, [None], [[3]], [1.5]])
 def test_parse_credit_refuses_absurd_credits_with_a_protocol_error(args):

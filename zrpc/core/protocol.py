@@ -151,7 +151,8 @@ _EXT_COST = 1024
 # complete, so the few scalars that are both tiny on the wire and costly in
 # memory or time are counted beforehand, from the bytes that may start them:
 # an upper bound: the same bytes inside a str or bin count too (random data
-# adds about 6x, CJK text about 13x, a bin made only of such bytes is refused). Cost by byte, in bytes:
+# adds about 6x, CJK text about 13x), except in the big str and bin values
+# near the top of the message, which the walk below leaves out. Cost by byte, in bytes:
 # negative fixints -32..-6 and int8 (an int object each, where a 1-byte
 # positive int is free) and timestamps (a Python object built by Python
 # code: the slowest thing msgpack makes). Short strs are left out on purpose:
@@ -169,9 +170,69 @@ _SCALAR_MARKS = tuple((bytes((cls,)), cost) for cls, (cost, _) in enumerate(_SCA
 _BUDGET_FROM = 64 * 1024
 
 
-def _scalar_cost(payload: Any) -> int:
-    classes = bytes(payload).translate(_SCALAR_TABLE)
+def _scalar_cost(scanned: bytes) -> int:
+    classes = scanned.translate(_SCALAR_TABLE)
     return sum(classes.count(mark) * cost for mark, cost in _SCALAR_MARKS)
+
+
+# The pre-scans need not read the bodies of big str and bin values: their
+# bytes are data, never the start of an object. So the top of the message
+# (a few levels of small arrays and maps: [header, name, [args]]) is walked
+# with msgpack's own parser, which builds nothing when it skips, and the
+# bodies it finds are left out of the scans. Anything unexpected: scan it all.
+_BLOB_HEADS = {0xC4: 2, 0xC5: 3, 0xC6: 5, 0xD9: 2, 0xDA: 3, 0xDB: 5}  # bin8/16/32, str8/16/32
+_BLOB_MIN = 1024
+_WALK_DEPTH = 3
+_WALK_ITEMS = 16
+
+
+def _container_items(data: Any, pos: int) -> Optional[Tuple[bool, int]]:
+    """(is_map, count) if the object at ``pos`` is an array or a map, else None."""
+    b = data[pos]
+    if 0x90 <= b <= 0x9F:
+        return False, b & 0x0F
+    if 0x80 <= b <= 0x8F:
+        return True, b & 0x0F
+    if b in (0xDC, 0xDE):
+        return b == 0xDE, int.from_bytes(data[pos + 1:pos + 3], "big")
+    if b in (0xDD, 0xDF):
+        return b == 0xDF, int.from_bytes(data[pos + 1:pos + 5], "big")
+    return None
+
+
+def _scanned_part(payload: Any) -> bytes:
+    """The payload's bytes without the bodies of the big str and bin values near its top."""
+    data = memoryview(payload).cast("B")
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    spans: List[Tuple[int, int]] = []
+    pending = [(1, 0)]  # (objects left to read at a level, its depth): the message is one object
+    try:
+        while pending:
+            left, depth = pending.pop()
+            if left == 0:
+                continue
+            pending.append((left - 1, depth))
+            start = unpacker.tell()
+            container = _container_items(data, start)
+            if container is not None and depth < _WALK_DEPTH and container[1] <= _WALK_ITEMS:
+                items = unpacker.read_map_header() * 2 if container[0] else unpacker.read_array_header()
+                pending.append((items, depth + 1))
+                continue
+            unpacker.skip()
+            head = _BLOB_HEADS.get(data[start])
+            if head is not None and unpacker.tell() - start >= _BLOB_MIN:
+                spans.append((start + head, unpacker.tell()))
+    except Exception:  # malformed or too deep: decoding will say what is wrong
+        return bytes(data)
+    if not spans:
+        return bytes(data)
+    parts, last = [], 0
+    for begin, end in spans:
+        parts.append(data[last:begin])
+        last = end
+    parts.append(data[last:])
+    return b"".join(parts)
 
 
 # peek_header reads at most this many bytes: a header is a few dozen.
@@ -242,14 +303,14 @@ _LISTS, _MAPS = frozenset((list,)), frozenset((dict,))
 _CONTAINER_TABLE = bytes(1 if 0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF else 0 for b in range(256))
 
 
-def _too_deep(root: Any, payload: Any) -> bool:
+def _too_deep(root: Any, scanned: bytes) -> bool:
     """True if ``root`` nests arrays and maps deeper than MAX_DEPTH.
 
     Breadth first, one level at a time, with every per-item step in C
     (map, compress, chain): ~20 ns an item, no recursion. Skipped outright
     when the payload has too few bytes that could start a container.
     """
-    if bytes(payload).translate(_CONTAINER_TABLE).count(1) <= MAX_DEPTH:
+    if scanned.translate(_CONTAINER_TABLE).count(1) <= MAX_DEPTH:
         return False
     is_list, is_map, is_container = _LISTS.__contains__, _MAPS.__contains__, _CONTAINERS.__contains__
     level = [root]
@@ -277,11 +338,13 @@ def decode(payload: Any, max_size: Optional[int] = None) -> Event:
             f"message of {size} bytes exceeds the limit of {max_size} bytes",
             peek_header(payload),
         )
+    scanned = None
     try:
         if size <= _BUDGET_FROM:  # too small to cost much: no hooks, the fast path
             event = unpackb(payload, raw=False, strict_map_key=True)
         else:
-            event = _Budget(size, _scalar_cost(payload)).unpack(payload)
+            scanned = _scanned_part(payload)
+            event = _Budget(size, _scalar_cost(scanned)).unpack(payload)
     except _OverBudget:
         limit = max(MEMORY_FACTOR * size, MEMORY_FLOOR)
         raise ProtocolError(
@@ -313,7 +376,7 @@ def decode(payload: Any, max_size: Optional[int] = None) -> Event:
         raise ProtocolError(f"header.response_to must be bytes or str, got {_describe(response_to)}")
     if type(name) is not str:
         raise ProtocolError(f"event name must be a str, got {_describe(name)}", header)
-    if _too_deep(event, payload):
+    if _too_deep(event, bytes(payload) if scanned is None else scanned):
         raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels of arrays and maps", header)
     return header, name, args
 
@@ -335,7 +398,7 @@ def peek_header(payload: Any) -> Optional[Header]:
         if unpacker.read_array_header() < 1:
             return None
         header = unpacker.unpack()
-        if type(header) is not dict or _too_deep(header, prefix):
+        if type(header) is not dict or _too_deep(header, bytes(prefix)):
             return None
     except Exception:
         return None
