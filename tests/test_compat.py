@@ -159,3 +159,38 @@ def test_async_future_gets_the_mapped_remote_error(compat_server) -> None:
             future.get(timeout=10)
         with pytest.raises(KeyError):
             client.missing()
+
+
+def test_an_event_that_raises_reaches_server_inspect_exception_with_no_reply_event() -> None:
+    context = zerorpc_compat.Context()
+    seen: List[list] = []
+    context.register_middleware({
+        "server_inspect_exception": lambda req, rep, task, exc_infos: seen.append(
+            [req.name, rep, exc_infos[0].__name__, task]),
+        "get_task_context": lambda: {"task_id": "t-1"},
+        "load_task_context": lambda header: seen.append(["load", header.get("task_id")]),
+    })
+    done = gevent.event.Event()
+
+    class Handlers:
+        def boom(self, n):
+            raise ValueError(n)
+
+        def fine(self):
+            done.set()
+
+    puller = zerorpc_compat.Puller(Handlers(), context=context)
+    pusher = zerorpc_compat.Pusher(context=context)
+    try:
+        endpoint = puller.bind("tcp://127.0.0.1:*")
+        puller.start()
+        pusher.connect(endpoint)
+        pusher.boom(1)
+        pusher.fine()  # the puller goes on after a handler raised
+        assert done.wait(10)
+        assert wait_until(lambda: len(seen) >= 3, timeout=10)
+        assert seen[:2] == [["load", "t-1"], ["boom", None, "ValueError", {"task_id": "t-1"}]]
+    finally:
+        pusher.close()
+        puller.close()
+        context.term()

@@ -114,7 +114,7 @@ def _register(hooks: Dict[str, List[Callable[..., Any]]], middlewares: List[Any]
 
 def fork_task_context(functor: Callable[..., Any], context: Any = None) -> Callable[..., Any]:
     """zerorpc's helper: ``functor`` wrapped to run with the task context of the caller (for greenlets it spawns)."""
-    hooks = _hooks_of(context if context is not None else Context.get_instance())
+    hooks = _hooks_of(_middleware_of(context))
     header = _task_context(hooks)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -123,6 +123,11 @@ def fork_task_context(functor: Callable[..., Any], context: Any = None) -> Calla
         return functor(*args, **kwargs)
 
     return wrapped
+
+
+def _middleware_of(context: Any) -> Any:
+    """Where a node finds its middleware: the context it was given, else zerorpc's default one."""
+    return context if context is not None else Context.get_instance()
 
 
 def _hooks_of(context: Any) -> Dict[str, List[Callable[..., Any]]]:
@@ -151,7 +156,7 @@ def _resolve(context: Any, endpoint: str) -> str:
 def _error_event(exc: BaseException, header: Dict[str, Any]) -> Event:
     if isinstance(exc, RemoteError):
         return Event("ERR", (exc.name, exc.msg, exc.traceback), header)
-    return Event("ERR", (type(exc).__name__, str(exc), "".join(traceback_module.format_exception(exc))), header)
+    return Event("ERR", (type(exc).__name__, str(exc), "".join(traceback_module.format_exception(type(exc), exc, exc.__traceback__))), header)
 
 
 # -- server side ---------------------------------------------------------------------
@@ -207,9 +212,11 @@ class _ServerHooks(_Interceptor):
             _inspect(hooks, request, call.error)
 
 
-def _inspect(hooks: Mapping[str, List[Callable[..., Any]]], request: Event, exc: BaseException) -> None:
+def _inspect(hooks: Mapping[str, List[Callable[..., Any]]], request: Event, exc: BaseException,
+             replies: bool = True) -> None:
+    """``server_inspect_exception``; ``replies=False`` for events, whose hooks get no reply event."""
     task_context = _task_context(hooks)
-    reply = _error_event(exc, task_context)
+    reply = _error_event(exc, task_context) if replies else None
     exc_infos = [type(exc), exc, exc.__traceback__]
     for functor in hooks.get("server_inspect_exception", ()):
         functor(request, reply, task_context, exc_infos)
@@ -237,7 +244,7 @@ class Server(_Resolving, _driver.Server):
 
     def __init__(self, methods: Any = None, name: Optional[str] = None, context: Any = None,
                  pool_size: Optional[int] = None, heartbeat: Optional[float] = 5, **options: Any) -> None:
-        self._middleware = context if context is not None else Context.get_instance()
+        self._middleware = _middleware_of(context)
         interceptors = [_ServerHooks(self._middleware), *options.pop("interceptors", ())]
         super().__init__(self if methods is None else methods, name, heartbeat=heartbeat, pool_size=pool_size,
                          context=_zmq_context(context), interceptors=interceptors, **options)
@@ -333,7 +340,7 @@ class Client(_Resolving, _driver.Client):
 
     def __init__(self, connect_to: Any = None, context: Any = None, timeout: Optional[float] = 30,
                  heartbeat: Optional[float] = 5, passive_heartbeat: bool = False, **options: Any) -> None:
-        self._middleware = context if context is not None else Context.get_instance()
+        self._middleware = _middleware_of(context)
         interceptors = [_ClientHooks(self._middleware), *options.pop("interceptors", ())]
         super().__init__(None, timeout=timeout, heartbeat=heartbeat, passive_heartbeat=passive_heartbeat,
                          context=_zmq_context(context), interceptors=interceptors, **options)
@@ -362,7 +369,7 @@ class _Sending:
     """zerorpc's senders: ``sender(method, *args)``, and the task context in every event's header."""
 
     def _init_sending(self, context: Any) -> None:
-        self._middleware = context if context is not None else Context.get_instance()
+        self._middleware = _middleware_of(context)
         self._encoder.extra_header = lambda: _task_context(_hooks_of(self._middleware))
 
     def __call__(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -392,28 +399,31 @@ class _Receiving:
 
     def _handle(self, delivery: Any) -> None:  # type: ignore[override]
         hooks = _hooks_of(self._middleware)
-        header = dict(delivery.header)
-        for functor in hooks.get("load_task_context", ()):
-            functor(header)
-        event = Event(delivery.name, tuple(delivery.args), header)
-        try:
-            for functor in hooks.get("server_before_exec", ()):
-                functor(event)
-            delivery.func(*delivery.args, **delivery.kwargs)
-            for functor in hooks.get("server_after_exec", ()):
-                functor(event, None)
-        except Exception as exc:
-            log.exception("event %s() raised (nobody to tell: events have no reply)", printable(delivery.name))
-            task_context = _task_context(hooks)
-            for functor in hooks.get("server_inspect_exception", ()):
-                functor(event, None, task_context, [type(exc), exc, exc.__traceback__])
+        func = delivery.func
+
+        def run(*args: Any, **kwargs: Any) -> None:
+            header = dict(delivery.header)
+            for functor in hooks.get("load_task_context", ()):
+                functor(header)
+            event = Event(delivery.name, tuple(args), header)
+            try:
+                for functor in hooks.get("server_before_exec", ()):
+                    functor(event)
+                func(*args, **kwargs)
+                for functor in hooks.get("server_after_exec", ()):
+                    functor(event, None)
+            except Exception as exc:
+                _inspect(hooks, event, exc, replies=False)
+                raise  # the receiver logs it, as for any event
+
+        super()._handle(delivery._replace(func=run))  # type: ignore[misc]
 
 
 class Subscriber(_Receiving, _driver.Subscriber):
     """zerorpc's ``Subscriber(methods=None, context=None)``."""
 
     def __init__(self, methods: Any = None, context: Any = None, **options: Any) -> None:
-        self._middleware = context if context is not None else Context.get_instance()
+        self._middleware = _middleware_of(context)
         super().__init__(methods, context=_zmq_context(context), **options)
 
 
@@ -421,5 +431,5 @@ class Puller(_Receiving, _driver.Puller):
     """zerorpc's ``Puller(methods=None, context=None)``."""
 
     def __init__(self, methods: Any = None, context: Any = None, **options: Any) -> None:
-        self._middleware = context if context is not None else Context.get_instance()
+        self._middleware = _middleware_of(context)
         super().__init__(methods, context=_zmq_context(context), **options)
