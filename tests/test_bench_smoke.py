@@ -98,5 +98,11 @@ def test_balance_bench_runs_both_policies_on_the_same_servers():
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
     assert {"least-in-flight", "round-robin", "least-in-flight / round-robin"} <= set(rows), proc.stdout
-    # round robin gives each of the three servers a third of the calls, whatever its speed
-    assert "| 33." in rows["round-robin"], rows["round-robin"]
+    def slow_share(row: str) -> float:
+        return float(row.split("|")[3].strip().rstrip("%"))
+
+    # round robin gives each of the three servers a third of the calls, whatever its speed; the
+    # calls cut off by the end of the window make the completed share a little under a third
+    assert 30.0 <= slow_share(rows["round-robin"]) <= 36.7, rows["round-robin"]
+    # least in flight sends the slow server far less than its third
+    assert slow_share(rows["least-in-flight"]) < 20.0, rows["least-in-flight"]
