@@ -193,6 +193,8 @@ def test_server_stopping_is_retried_on_another_server_and_only_then():
     assert first not in order
     client.sent(call, order[0], 0.01)  # the driver sends the same request again
     assert call.attempts == 2
+    # ...with what remains of the caller's 10 s, not all of it again
+    assert protocol.decode(call.payload)[0]["zrpc_timeout"] == 10.0 - 0.01
     assert client.receive(answer(good_srv, call.payload), 0.02) == (RESULT, call, 3)
     # with the other server stopping too, the caller gets ServerStopping
     call, payload = client.request("add", (1, 2), {}, 10.0, 1.0)

@@ -72,7 +72,7 @@ class ClientCall(Channel):
     """
 
     __slots__ = ("method", "kwnames", "timeout", "transport", "window", "future", "timer", "stream",
-                 "backend", "payload", "sent_at", "counted", "attempts", "probe")
+                 "backend", "payload", "sent_at", "counted", "attempts", "probe", "deadline")
 
     def __init__(self, message_id: bytes, method: str, kwnames: Optional[Sequence[str]],
                  timeout: Optional[float], now: float) -> None:
@@ -91,6 +91,8 @@ class ClientCall(Channel):
         self.counted = False  # counted in its backend's calls in flight
         self.attempts = 0
         self.probe = False  # the client's own _zerorpc_ping to an ejected server
+        #: When the caller stops waiting (``time.monotonic()`` based), or None.
+        self.deadline = None if timeout is None else now + timeout
 
 
 class ClientSession(Session):
@@ -266,6 +268,10 @@ class ClientSession(Session):
         balancer = self.balancer
         balancer.eject(call.backend, now, "it is stopping (ServerStopping)")
         if call.payload is not None and call.attempts < len(balancer.backends) and balancer.order(retry=True):
+            if call.deadline is not None:  # the next server gets what is left of the timeout, not all of it
+                header, name, args = protocol.decode(call.payload, None)
+                header[TIMEOUT_KEY] = max(0.0, call.deadline - now)
+                call.payload = protocol.encode(header, name, args)
             return (RETRY, call, error)
         call.payload = None
         return (ERROR, call, error)
