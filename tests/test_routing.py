@@ -7,7 +7,7 @@ import pytest
 
 from zrpc.core import protocol
 from zrpc.core.protocol import HeaderReader, encode, new_header, reply_header
-from zrpc.core.routing import DROP, FORWARD, SEND, STATUS, ChannelRouter
+from zrpc.core.routing import DROP, FORWARD, SEND, STATUS, ChannelRouter, ForwardedCaller, caller_frame
 
 ENVELOPE = [b"client-a", b""]
 
@@ -151,3 +151,22 @@ def test_unreadable_and_stray_events():
     assert status["in_flight"] == 1 and [w["worker"] for w in status["workers"]] == [0, 1]
     with pytest.raises(ValueError):
         ChannelRouter(0, heartbeat=1.0)
+
+
+# -- who is calling, told to the workers ----------------------------------------------------
+def test_a_caller_frame_reads_back_as_connection_metadata():
+    frame = caller_frame("192.0.2.7", "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7")
+    caller = ForwardedCaller.of([b"router", b"client", frame, b""])
+    assert caller.get("Peer-Address") == "192.0.2.7"
+    assert caller.get("User-Id") == "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    assert ForwardedCaller.of([b"router", b"client", caller_frame(None, None), b""]).get("Peer-Address") is None
+
+
+def test_an_envelope_without_a_caller_frame_names_nobody():
+    assert ForwardedCaller.of([b"router", b"client"]) is None
+    assert ForwardedCaller.of([b"router", b"client", b"", b""]) is None  # the delimiter, not a caller frame
+    # a frame with the prefix but a bad body names nobody rather than raising
+    broken = ForwardedCaller.of([b"router", b"client", b"zrpc-caller\0\xc1", b""])
+    assert broken.get("Peer-Address") is None and broken.get("User-Id") is None
+    odd = ForwardedCaller.of([b"router", b"client", caller_frame(7, ["x"]), b""])  # type: ignore[arg-type]
+    assert odd.get("Peer-Address") is None and odd.get("User-Id") is None

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import gevent
 import gevent.subprocess
 import pytest
+import zmq
 
 import zrpc
 
@@ -170,12 +171,43 @@ def test_a_zerorpc_node_client_through_workers(shared, node_peers):
     assert sorted([checks["slow0"]["value"], checks["slow1"]["value"]]) == sorted(shared.pids())
 
 
-def test_current_call_in_a_worker_sees_the_router_not_the_client(shared):
+def test_current_call_in_a_worker_sees_the_client_not_the_router(shared):
     info = shared.client.caller()
     assert info["method"] == "caller" and info["pid"] in shared.pids()
-    # The router holds the clients' connections: a worker sees its local ipc link, never a client's address.
-    assert info["user_id"] is None
-    assert "127.0.0.1" not in (info["peer_address"] or "")
+    # The router passes on the client's address as it read it off the connection.
+    assert info["peer_address"] == "127.0.0.1"
+    assert info["user_id"] is None  # no CURVE here
+
+
+def test_a_client_cannot_forge_the_caller_the_router_names(shared):
+    # A raw DEALER puts a caller frame of its own, claiming another address and a key, in front
+    # of its request: the router's frame comes first, so the worker still sees the real caller.
+    from zrpc.core import protocol
+    from zrpc.core.routing import caller_frame
+
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(shared.endpoint)
+        forged = caller_frame("10.6.6.6", "forged-key")
+        request = protocol.encode(protocol.new_header(b"forged-1"), "caller", [])
+        sock.send_multipart([forged, b"", request])
+        assert sock.poll(10_000), "no answer from the router"
+        frames = sock.recv_multipart()
+        assert frames[0] == forged  # the client's own envelope comes back to it as it was
+        header, name, args = protocol.decode(frames[-1])
+        assert name == "OK", args
+        assert args[0]["peer_address"] == "127.0.0.1" and args[0]["user_id"] is None
+    finally:
+        sock.close()
+        context.term()
+
+
+def test_behind_router_is_refused_on_an_endpoint_clients_reach():
+    run = gevent.subprocess.run([sys.executable, "-m", "zrpc", "serve", "--behind-router",
+                          "--bind", "tcp://127.0.0.1:1", "time"], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "--behind-router is for the workers" in run.stderr, run.stderr
 
 
 # -- a worker that dies ------------------------------------------------------------------
@@ -324,10 +356,13 @@ def test_curve_applies_at_the_router(tmp_path):
     server = WorkersServer(2, "--curve-secret", secret_file)
     public = public_file
     try:
-        secure = zrpc.Client(server.endpoint, heartbeat=HB, timeout=10, curve_server_key=public)
+        client_public, client_secret = zrpc.curve_keypair()
+        secure = zrpc.Client(server.endpoint, heartbeat=HB, timeout=10, curve_server_key=public,
+                             curve_secret_key=client_secret)
         try:
             assert wait_until(lambda: _answers(secure), 30, step=0.1)
-            assert secure.caller()["user_id"] is None  # the key is checked at the router, not seen behind it
+            # the key is checked at the router, and the worker sees it as a lone server would
+            assert secure.caller()["user_id"] == client_public.decode()
         finally:
             secure.close()
         plain = zrpc.Client(server.endpoint, heartbeat=HB, timeout=2)
@@ -337,6 +372,38 @@ def test_curve_applies_at_the_router(tmp_path):
         finally:
             plain.close()
     finally:
+        server.client.close()
+        server.proc.send_signal(signal.SIGTERM)
+        server.finish()
+
+
+def test_a_key_revoked_while_serving_is_refused_at_the_router(tmp_path):
+    keydir = tmp_path / "clients"
+    keydir.mkdir()
+    public_file, secret_file = zrpc.security.write_certificates(str(tmp_path / "server"))
+    alice_public, alice_secret = zrpc.security.write_certificates(str(tmp_path / "alice"))
+    os.link(alice_public, keydir / "alice.key")
+    server = WorkersServer(2, "--curve-secret", secret_file, "--curve-clients", str(keydir))
+    alice = zrpc.Client(server.endpoint, heartbeat=HB, timeout=10, curve_server_key=public_file,
+                        curve_secret_key=alice_secret)
+    try:
+        assert wait_until(lambda: _answers(alice), 30, step=0.1)
+        os.unlink(keydir / "alice.key")  # revoked without a restart
+        refusals: List[Exception] = []
+
+        def refused_now() -> bool:
+            try:
+                alice.add(1, 1)
+                return False
+            except zrpc.AuthenticationFailed as exc:
+                refusals.append(exc)
+                return True
+
+        # her open connection is refused call by call (the directory is rechecked within 1 s)
+        assert wait_until(refused_now, timeout=10, step=0.2)
+        assert "no longer admitted" in str(refusals[-1])
+    finally:
+        alice.close()
         server.client.close()
         server.proc.send_signal(signal.SIGTERM)
         server.finish()

@@ -20,6 +20,7 @@ from .core.client_session import END, ITEM, RESULT, RETRY, ClientCall, ClientSes
 from .core.errors import AuthenticationFailed, ClosedError, ServerStopping, TimeoutExpired, TooManyServers, ZrpcError
 from .core.intercept import ClientCallInfo, Interceptor, run_chain, validate_headers
 from .core.methods import MethodTable
+from .core.routing import ForwardedCaller
 from .core.server_session import (
     CANCEL,
     CREDIT,
@@ -293,6 +294,9 @@ class ServerBase(NodeBase):
     _guard: Optional[ServerGuard]
     #: The driver's Event (set, clear, wait) for ``_idle`` and ``_stopped``.
     _event_class: Callable[[], Any]
+    #: A worker of ``zrpc serve --workers``: its only peer is the router, which names each caller in
+    #: the envelope (see zrpc.core.routing). Never set on a server that clients reach directly.
+    _behind_router = False
 
     def _init_server(self, methods: Any, name: Optional[str], *, exclude_from: type,
                      heartbeat: Optional[float], pool_size: Optional[int], max_pending: Optional[int],
@@ -486,7 +490,8 @@ class ServerBase(NodeBase):
         if self._guard is not None and self._guard.revoked(frame):
             self._refuse(call, "AuthenticationFailed", "this client's key is no longer admitted by the server")
             return False
-        call.connection = frame  # its metadata (Peer-Address, User-Id) for current_call()
+        # its metadata (Peer-Address, User-Id) for current_call(); a worker's comes from its router
+        call.connection = ForwardedCaller.of(call.envelope) if self._behind_router else frame
         return True
 
     def _refuse(self, call: ServerCall, name: str, message: str) -> None:

@@ -41,7 +41,8 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from .core import protocol
-from .core.routing import FORWARD, SEND, STATUS, ChannelRouter, WorkerLoad
+from .core.intercept import frame_property
+from .core.routing import CALLER_PREFIX, FORWARD, SEND, STATUS, ChannelRouter, WorkerLoad, caller_frame
 from .security import ServerGuard, ZapHandler
 from .sockets import HWM
 
@@ -66,6 +67,8 @@ _KILL_AFTER = 5.0
 #: Seconds the router's last replies get to leave when it closes.
 _LINGER = 2.0
 _PR_SET_PDEATHSIG = 1
+#: Caller frames kept (one per client connection) before the cache starts again.
+_CALLERS = 10_000
 _HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 
@@ -167,9 +170,9 @@ class Workers:
     ``curve_clients``, ``allow_ips``, ``deny_ips``: as for :class:`zrpc.Server`)
     applies to the endpoints bound or connected here; workers only listen on
     a private ipc directory. Inside a worker's method, ``zrpc.current_call()``
-    names the method, but its ``peer_address`` is the router's local ipc link
-    and its ``user_id`` None: the router holds the clients' connections.
-    Not thread safe, except :meth:`stop`.
+    gives the client's ``peer_address`` and ``user_id`` as a single server
+    would: the router, which holds the clients' connections, passes them on
+    with every event. Not thread safe, except :meth:`stop`.
     """
 
     def __init__(
@@ -204,7 +207,7 @@ class Workers:
         if self._guard is not None:
             self._guard.setup(self._front)
         self._dir = tempfile.mkdtemp(prefix="zrpc-workers-")  # mode 0700: only this user reaches the workers
-        self._command = [python, "-m", "zrpc", "serve", "--heartbeat", f"{self.heartbeat or 0:g}",
+        self._command = [python, "-m", "zrpc", "serve", "--behind-router", "--heartbeat", f"{self.heartbeat or 0:g}",
                          "--grace", f"{1e9 if grace is None else grace:g}",
                          *(["--name", name] if name else []),
                          *(["--pool-size", str(pool_size)] if pool_size else []), *serve_options]
@@ -221,6 +224,7 @@ class Workers:
         self._drain_started = 0.0
         self._ever_ready = False
         self._dropped = 0
+        self._callers: Dict[bytes, bytes] = {}  # client connection -> its caller frame
         self._closed = False
 
     # -- endpoints -----------------------------------------------------------------
@@ -368,16 +372,26 @@ class Workers:
             pass
 
     def _from_clients(self) -> None:
-        front, router, slots = self._front, self._router, self._slots
+        front, router, slots, callers = self._front, self._router, self._slots, self._callers
         from_client = router.from_client
+        guard = self._guard
+        revocable = guard is not None and guard.clients is not None and guard.clients.directory is not None
         now = time.monotonic()
         for frames in _messages(front):
             envelope = frames[:-1]
-            peer = frames[0].bytes if len(frames) == 3 else tuple(f.bytes for f in envelope)
-            kind, value = from_client(peer, envelope, frames[-1].buffer, now)
+            identity = frames[0].bytes
+            peer = identity if len(frames) == 3 else tuple(f.bytes for f in envelope)
+            if revocable:  # keys deleted from the --curve-clients directory: refuse their next calls
+                last = frames[-1]
+                kind, value = from_client(peer, envelope, last.buffer, now, lambda: guard.revoked(last))
+            else:
+                kind, value = from_client(peer, envelope, frames[-1].buffer, now)
             if kind is FORWARD:
+                caller = callers.get(identity)
+                if caller is None:
+                    caller = self._caller_of(identity, frames[-1])
                 try:
-                    _send(slots[value.index].sock, frames)  # type: ignore[arg-type]
+                    _send(slots[value.index].sock, [frames[0], caller, *frames[1:]])  # type: ignore[arg-type]
                 except zmq.Again:
                     self._lost_message(f"worker {value.index} takes no more (its queue is full)")
             elif kind is SEND:
@@ -392,9 +406,20 @@ class Workers:
         from_worker = self._router.from_worker
         now = time.monotonic()
         for frames in _messages(sock):
+            if len(frames) < 3 or not frames[1].bytes.startswith(CALLER_PREFIX):
+                continue  # not an answer on an envelope of ours: nobody to give it to
+            del frames[1]  # the caller frame is for the worker only
             peer = frames[0].bytes if len(frames) == 3 else tuple(f.bytes for f in frames[:-1])
             from_worker(load, peer, frames[-1].buffer, now)
             self._to_client(frames)
+
+    def _caller_of(self, identity: bytes, frame: zmq.Frame) -> bytes:
+        """The caller frame for the client on connection ``identity``, from the metadata of its ``frame``."""
+        if len(self._callers) >= _CALLERS:
+            self._callers.clear()  # connections come and go; any entry is rebuilt from the next frame
+        caller = self._callers[identity] = caller_frame(frame_property(frame, "Peer-Address"),
+                                                        frame_property(frame, "User-Id"))
+        return caller
 
     def _to_client(self, frames: List[Any]) -> None:
         try:

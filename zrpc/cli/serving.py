@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--grace", type=seconds, default=10.0, metavar="SECONDS",
                         help="on SIGINT/SIGTERM, let calls in flight finish for up to SECONDS"
                              " (default: 10)")
+    # Internal: set by zrpc.Workers on the processes it starts (trust the router's caller frame).
+    server.add_argument("--behind-router", action="store_true", help=argparse.SUPPRESS)
     server.add_argument("--workers", type=workers_option, default=None, metavar="N|auto",
                         help="serve with N processes behind the endpoints, a call's events all to the"
                              " same one (auto: one per core; default: this process alone)")
@@ -120,6 +122,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         raise UsageError("nowhere to serve: give --bind ENDPOINT (e.g. tcp://127.0.0.1:4242) "
                          "or --connect ENDPOINT")
     setup_logging(args.verbose, args.debug)
+    if args.behind_router and (args.connect or any(not e.startswith("ipc://") for e in args.bind)):
+        raise UsageError("--behind-router is for the workers zrpc.Workers starts, on a private ipc endpoint")
     workers = worker_count_of(args)
     if workers > 1:
         return run_workers(args, workers)  # each worker loads the target; this process routes
@@ -134,6 +138,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     interceptors, metrics = _interceptors(args)
     server = new_server(obj, args, name=args.name, pool_size=args.pool_size, interceptors=interceptors)
+    if args.behind_router:
+        server._behind_router = True  # its one peer is the router, which names each caller
     try:
         link(server, links(args.connect, args.bind))
         if metrics is not None:

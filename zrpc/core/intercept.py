@@ -239,7 +239,7 @@ class CallInfo(_Outcome):
         peer = self._peer
         if peer is None:
             frame = self._connection
-            peer = self._peer = (_metadata(frame, "Peer-Address"), _metadata(frame, "User-Id"))
+            peer = self._peer = (frame_property(frame, "Peer-Address"), frame_property(frame, "User-Id"))
             self._connection = None
         return peer
 
@@ -252,7 +252,7 @@ class CallInfo(_Outcome):
                 f"{'' if self.outcome is None else ': ' + self.outcome}>")
 
 
-def _metadata(frame: Any, name: str) -> Optional[str]:
+def frame_property(frame: Any, name: str) -> Optional[str]:
     """A property of the zmq Frame a request came in (None if unknown)."""
     if frame is None:
         return None

@@ -31,6 +31,14 @@ of each event (:class:`zrpc.core.protocol.HeaderReader`), never its args.
   (:meth:`refusing_for`), so clients still sending learn to go elsewhere.
 * ``_zrpc_status`` is answered by the router itself (the driver fills in
   what it knows of the processes).
+* Who is calling: the router holds the clients' connections, so it tells
+  the workers. Every event it forwards carries one more envelope frame right
+  after the client's identity, :func:`caller_frame` (the client's IP address
+  and CURVE key, read from the connection's metadata, never from anything the
+  client sent); a worker started by the router reads it back with
+  :class:`ForwardedCaller` and echoes it with its replies, and the router
+  takes it off again. A client cannot forge it: whatever frames it adds come
+  after the router's.
 
 The driver reads the sockets and the clock and performs the action each
 method returns. This module never touches a socket, a process or a clock.
@@ -38,13 +46,16 @@ method returns. This module never touches a socket, a process or a clock.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Hashable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
+
+import msgpack
 
 from . import protocol
 from .protocol import HeaderReader
 from .server_session import STOPPING_REPLY, Stopping
 
-__all__ = ["ChannelRouter", "WorkerLoad", "STATUS_METHOD", "FORWARD", "DROP", "SEND", "STATUS", "ENDS"]
+__all__ = ["ChannelRouter", "WorkerLoad", "STATUS_METHOD", "FORWARD", "DROP", "SEND", "STATUS", "ENDS",
+           "caller_frame", "ForwardedCaller"]
 
 log = logging.getLogger("zrpc.workers")
 
@@ -57,6 +68,48 @@ ENDS = frozenset((protocol.OK, protocol.ERR, protocol.STREAM_DONE))
 IDLE_INTERVALS = 3
 
 _DROP = (DROP, None)
+#: What every caller frame starts with (a worker ignores an envelope frame without it).
+CALLER_PREFIX = b"zrpc-caller\0"
+
+
+def caller_frame(address: Optional[str], user_id: Optional[str]) -> bytes:
+    """The envelope frame telling a worker who the client is: its IP address and CURVE key (or None)."""
+    return CALLER_PREFIX + msgpack.packb([address, user_id])
+
+
+class ForwardedCaller:
+    """The caller a router named in :func:`caller_frame`, read like a zmq Frame's metadata.
+
+    ``get("Peer-Address")`` and ``get("User-Id")`` answer what the router
+    read off the client's connection (None if it told nothing).
+    """
+
+    __slots__ = ("_frame", "_values")
+
+    def __init__(self, frame: bytes) -> None:
+        self._frame = frame
+        self._values: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def of(cls, envelope: List[Any]) -> "Optional[ForwardedCaller]":
+        """The caller named in a worker's request envelope ``[router, client, caller frame, ...]``, or None."""
+        if len(envelope) < 3:
+            return None
+        frame = bytes(envelope[2])
+        return cls(frame) if frame.startswith(CALLER_PREFIX) else None
+
+    def get(self, name: str) -> Optional[str]:
+        values = self._values
+        if values is None:
+            values = self._values = {}
+            try:
+                address, user_id = msgpack.unpackb(self._frame[len(CALLER_PREFIX):], max_str_len=1024,
+                                                   max_bin_len=0, max_array_len=2, max_map_len=0)
+            except Exception:  # a worker's router wrote it: never, but nothing is trusted blindly
+                return None
+            values["Peer-Address"] = address if isinstance(address, str) else None
+            values["User-Id"] = user_id if isinstance(user_id, str) else None
+        return values.get(name)
 
 
 class WorkerLoad:
@@ -109,11 +162,15 @@ class ChannelRouter(Stopping):
         return len(self._routes)
 
     # -- events -------------------------------------------------------------------
-    def from_client(self, peer: Hashable, envelope: List[Any], payload: Any, now: float) -> Tuple[str, Any]:
+    def from_client(self, peer: Hashable, envelope: List[Any], payload: Any, now: float,
+                    revoked: Optional[Callable[[], bool]] = None) -> Tuple[str, Any]:
         """An event from a client: ``(FORWARD, worker)``, ``(DROP, None)``, ``(SEND, payload)``
         (an answer of the router's own, on ``envelope``) or ``(STATUS, message_id)``.
 
         ``peer`` identifies the client's connection (its envelope, hashable).
+        ``revoked()``, asked only for a new call, says the client's key was
+        admitted once but no longer is: the call is answered ``ERR
+        AuthenticationFailed`` here, as a lone server answers it.
         """
         head = self._reader.read(payload)
         if head is None:
@@ -140,6 +197,9 @@ class ChannelRouter(Stopping):
             return (SEND, self.answer(envelope, message_id, protocol.ERR, protocol.error_args(*STOPPING_REPLY, "")))
         if name in protocol.CONTROL_EVENTS:
             return _DROP  # a heartbeat or credit outside any channel: nothing to open
+        if revoked is not None and revoked():
+            return (SEND, self.answer(envelope, message_id, protocol.ERR, protocol.error_args(
+                "AuthenticationFailed", "this client's key is no longer admitted by the server", "")))
         worker = self._least_loaded()
         self._routes[key] = _Route(worker, now, envelope)
         worker.in_flight += 1
