@@ -7,6 +7,9 @@ Setups (each a fresh process tree on 127.0.0.1; the client is a process of its o
 * ``single``: ``zrpc serve`` of :class:`Service`, one process (what ``--workers 1`` is).
 * ``router+1``: :class:`zrpc.Workers` with one worker: the router's hop and nothing else.
 * ``workers=2``: ``zrpc serve --workers 2``.
+* ``2 servers``: two plain ``zrpc serve`` processes on two ports, the client
+  balancing over both (``cpu`` only): what two cores give with no router in
+  front, the ceiling ``workers=2`` is held against on this machine.
 
 Workloads: ``cpu`` (64 concurrent callers of a method doing ~1 ms of pure
 Python, calls/s), ``seq`` (one caller of ``echo``), ``conc`` (64 callers of
@@ -24,10 +27,10 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETUPS = ("single", "router+1", "workers=2")
+SETUPS = ("single", "router+1", "workers=2", "2 servers")
 WORKLOADS = ("cpu", "seq", "conc", "big")
 CALLERS = 64
 BIG = 1 << 20
@@ -36,6 +39,8 @@ TARGET = "bench.scale:Service"
 RATIOS = (
     ("cpu", "workers=2", "single", "--workers 2 ÷ one process (target >= 1.7)", 1.7),
     ("cpu", "workers=2", "router+1", "--workers 2 ÷ router with one worker", None),
+    ("cpu", "2 servers", "single", "ceiling: 2 servers, no router ÷ one", None),
+    ("cpu", "workers=2", "2 servers", "--workers 2 ÷ the ceiling", None),
     ("seq", "router+1", "single", "router hop: router+1 ÷ single", None),
     ("conc", "router+1", "single", "router hop: router+1 ÷ single", None),
     ("big", "router+1", "single", "router hop: router+1 ÷ single", None),
@@ -94,6 +99,12 @@ def _start(setup: str, endpoint: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def _servers(setup: str) -> Tuple[List[str], List[subprocess.Popen]]:
+    """The endpoints the client calls, and the process trees behind them."""
+    endpoints = [_free_endpoint() for _ in range(2 if setup == "2 servers" else 1)]
+    return endpoints, [_start("single" if setup == "2 servers" else setup, e) for e in endpoints]
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -105,23 +116,26 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 # -- the client side -------------------------------------------------------------------
-def _client(workload: str, endpoint: str, duration: float, rounds: int, workers: int,
-            server_pid: int) -> Dict[str, Any]:
+def _client(workload: str, endpoints: List[str], duration: float, rounds: int, workers: int,
+            server_pids: List[int]) -> Dict[str, Any]:
     import gevent
 
     import zrpc
 
     from .procs import cpu_seconds
 
-    client = zrpc.Client(endpoint, timeout=60)
     deadline = time.monotonic() + 30
-    while True:  # the server may still be starting
-        try:
-            client.with_options(timeout=1).echo(1)
-            break
-        except zrpc.TimeoutExpired:
-            if time.monotonic() > deadline:
-                raise
+    for endpoint in endpoints:  # each server may still be starting
+        probe = zrpc.Client(endpoint, timeout=60)
+        while True:
+            try:
+                probe.with_options(timeout=1).echo(1)
+                break
+            except zrpc.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise
+        probe.close()
+    client = zrpc.Client(endpoints if len(endpoints) > 1 else endpoints[0], timeout=60)
     if workers > 1:  # every worker up (each answers a status line), so no run measures a start-up
         while not all(w["ready"] for w in client.call("_zrpc_status")["workers"]):
             if time.monotonic() > deadline:
@@ -141,16 +155,18 @@ def _client(workload: str, endpoint: str, duration: float, rounds: int, workers:
             client.call(method, arg)
             calls += 1
 
-    cpu = cpu_seconds(server_pid)
+    cpu = sum(cpu_seconds(pid) for pid in server_pids)
+    own = cpu_seconds(os.getpid())
     started = time.monotonic()
     gevent.joinall([gevent.spawn(caller) for _ in range(callers)], raise_error=True)
     elapsed = time.monotonic() - started
-    cpu = cpu_seconds(server_pid) - cpu
+    cpu = sum(cpu_seconds(pid) for pid in server_pids) - cpu
+    own = cpu_seconds(os.getpid()) - own
     client.close()
     rate = calls / elapsed
-    # The CPU of the process the client talks to: the server, or the router (not its workers).
+    # The CPU of the process(es) the client talks to: the server(s), or the router (not its workers).
     return {"value": rate * BIG / (1 << 20) if workload == "big" else rate, "calls": calls,
-            "front_cpu_us": cpu / calls * 1e6}
+            "front_cpu_us": cpu / calls * 1e6, "client_cpu_us": own / calls * 1e6}
 
 
 def _free_endpoint() -> str:
@@ -164,27 +180,30 @@ def _free_endpoint() -> str:
 def measure(setup: str, workload: str, duration: float, rounds: int) -> Dict[str, Any]:
     """One run: a fresh server tree and a client process: {"value": calls/s (MiB/s for big),
     "front_cpu_us": CPU per call of the process the client talks to}."""
-    endpoint = _free_endpoint()
-    server = _start(setup, endpoint)
+    endpoints, servers = _servers(setup)
     try:
-        out = subprocess.run([sys.executable, "-m", "bench.scale", "_client", workload, endpoint, str(duration),
-                              str(rounds), "2" if setup == "workers=2" else "1", str(server.pid)],
+        out = subprocess.run([sys.executable, "-m", "bench.scale", "_client", workload, ",".join(endpoints),
+                              str(duration), str(rounds), "2" if setup == "workers=2" else "1",
+                              ",".join(str(s.pid) for s in servers)],
                              capture_output=True, text=True, timeout=duration + 120, cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": ROOT})
         if out.returncode != 0:
             raise RuntimeError(f"{setup} {workload} failed:\n{out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
     finally:
-        _stop(server)
+        for server in servers:
+            _stop(server)
 
 
-def report(results: Dict[str, Dict[str, List[float]]], cpu: Dict[str, Dict[str, List[float]]], rounds: int) -> str:
+def report(results: Dict[str, Dict[str, List[float]]], cpu: Dict[str, Dict[str, List[float]]],
+           client_cpu: Dict[str, Dict[str, List[float]]], rounds: int) -> str:
     """The table: medians per setup, then the ratios (median of run-by-run ratios)."""
-    lines = [f"{'workload':9} {'metric':22} " + " ".join(f"{s:>10}" for s in SETUPS)]
+    lines = [f"{'workload':9} {'metric':26} " + " ".join(f"{s:>10}" for s in SETUPS)]
     for workload, by_setup in results.items():
         for metric, table in (("MiB/s" if workload == "big" else "calls/s", by_setup),
-                              ("front process CPU µs/call", cpu[workload])):
-            lines.append(f"{workload:9} {metric:22} " + " ".join(
+                              ("front process CPU µs/call", cpu[workload]),
+                              ("client CPU µs/call", client_cpu[workload])):
+            lines.append(f"{workload:9} {metric:26} " + " ".join(
                 f"{statistics.median(table[s]):>10,.1f}" if s in table else f"{'-':>10}" for s in SETUPS))
     lines.append("")
     for workload, setup, over, what, target in RATIOS:
@@ -196,7 +215,7 @@ def report(results: Dict[str, Dict[str, List[float]]], cpu: Dict[str, Dict[str, 
         lines.append(f"{workload:5} {what:45} {ratio:5.2f}x  (runs: {', '.join(f'{r:.2f}' for r in ratios)})"
                      f"{verdict}")
     lines.append("\nfront process: the one the client talks to (the server; for router+1 and workers=2 the"
-                 " router alone, not its workers).")
+                 " router alone, not its workers; for 2 servers both).")
     lines.append(f"cpu: {CALLERS} callers of burn({rounds:,}), ~1 ms of pure Python per call; "
                  f"{os.cpu_count()} cores. --workers 1 is the single process itself (ratio 1.00 by construction).")
     return "\n".join(lines)
@@ -208,9 +227,9 @@ def main(argv: Sequence[str] = None) -> None:  # type: ignore[assignment]
         _router_one(argv[1])
         return
     if argv and argv[0] == "_client":
-        workload, endpoint, duration = argv[1], argv[2], float(argv[3])
-        rounds, workers, server_pid = int(argv[4]), int(argv[5]), int(argv[6])
-        print(json.dumps(_client(workload, endpoint, duration, rounds, workers, server_pid)), flush=True)
+        workload, endpoints, duration = argv[1], argv[2].split(","), float(argv[3])
+        rounds, workers, server_pids = int(argv[4]), int(argv[5]), [int(p) for p in argv[6].split(",")]
+        print(json.dumps(_client(workload, endpoints, duration, rounds, workers, server_pids)), flush=True)
         return
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -224,6 +243,7 @@ def main(argv: Sequence[str] = None) -> None:  # type: ignore[assignment]
     rounds = calibrate()
     results: Dict[str, Dict[str, List[float]]] = {}
     cpu: Dict[str, Dict[str, List[float]]] = {}
+    client_cpu: Dict[str, Dict[str, List[float]]] = {}
     for workload in only:
         setups = SETUPS if workload == "cpu" else SETUPS[:2]
         for run in range(args.runs):
@@ -232,9 +252,10 @@ def main(argv: Sequence[str] = None) -> None:  # type: ignore[assignment]
                 result = measure(setup, workload, args.duration, rounds)
                 results.setdefault(workload, {}).setdefault(setup, []).append(result["value"])
                 cpu.setdefault(workload, {}).setdefault(setup, []).append(result["front_cpu_us"])
+                client_cpu.setdefault(workload, {}).setdefault(setup, []).append(result["client_cpu_us"])
                 print(f"  {workload} run {run + 1} {setup}: {result['value']:,.1f}"
                       f" (front CPU {result['front_cpu_us']:.1f} µs/call)", file=sys.stderr, flush=True)
-    print(report(results, cpu, rounds))
+    print(report(results, cpu, client_cpu, rounds))
 
 
 if __name__ == "__main__":

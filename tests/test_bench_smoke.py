@@ -106,3 +106,18 @@ def test_balance_bench_runs_both_policies_on_the_same_servers():
     assert 30.0 <= slow_share(rows["round-robin"]) <= 36.7, rows["round-robin"]
     # least in flight sends the slow server far less than its third
     assert slow_share(rows["least-in-flight"]) < 20.0, rows["least-in-flight"]
+
+
+@pytest.mark.timeout(120)
+def test_scale_bench_runs_every_setup_and_prints_its_ratios():
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--runs", "1", "--duration", "0.3", "--only", "cpu,seq"],
+        cwd=ROOT, capture_output=True, text=True, timeout=100, env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {" ".join(line.split()[:2]): line.split() for line in proc.stdout.splitlines() if line.startswith("cpu ")}
+    # one column per setup, each with a rate: the ceiling (two servers, no router) measured beside --workers 2
+    assert len(rows["cpu calls/s"]) == 2 + 4 and "-" not in rows["cpu calls/s"], proc.stdout
+    for ratio in ("--workers 2 ÷ one process", "ceiling: 2 servers, no router ÷ one", "--workers 2 ÷ the ceiling"):
+        assert ratio in proc.stdout, proc.stdout
+    assert "seq   router hop: router+1 ÷ single" in proc.stdout, proc.stdout
