@@ -346,9 +346,48 @@ def test_workers_option_is_checked():
         run = gevent.subprocess.run([sys.executable, "-m", "zrpc", "serve", "--workers", bad, "--bind",
                                      "tcp://127.0.0.1:1", "time"], capture_output=True, text=True, timeout=30)
         assert run.returncode == 2 and message in run.stderr, run.stderr
-    run = gevent.subprocess.run([sys.executable, "-m", "zrpc", "serve", "--workers", "2", "--metrics-port", "0",
-                                 "--bind", "tcp://127.0.0.1:1", "time"], capture_output=True, text=True, timeout=30)
-    assert run.returncode == 2 and "--metrics-port does not work with --workers" in run.stderr, run.stderr
+
+
+def test_metrics_port_with_workers_serves_every_worker_on_one_port(workers_server):
+    from test_observability import scrape
+
+    port = int(free_tcp_endpoint().rsplit(":", 1)[1])
+    server = workers_server(2, "--metrics-port", str(port))
+    client = server.client
+    for i in range(20):  # sequential calls alternate between the idle workers
+        assert client.add(i, 1) == i + 1
+    with pytest.raises(zrpc.RemoteError):
+        client.add(1)  # a TypeError in the worker: outcome "error"
+    ok = ("zrpc_server_calls_total", (("method", "add"), ("outcome", "ok")))
+    error = ("zrpc_server_calls_total", (("method", "add"), ("outcome", "error")))
+    seen: List[Dict[Any, float]] = []
+
+    def counted() -> bool:  # each worker writes its counts every half second
+        try:
+            seen.append(scrape(port))
+        except OSError:  # not listening yet
+            return False
+        return seen[-1].get(ok) == 20 and seen[-1].get(error) == 1
+
+    assert wait_until(counted, 15, step=0.1), seen[-1:]
+    samples = seen[-1]
+    assert samples[("zrpc_workers_ready", ())] == 2
+    served = [samples[("zrpc_worker_calls_served_total", (("worker", str(i)),))] for i in range(2)]
+    assert sum(served) == 21 and min(served) >= 5, served  # both workers served, the router counted them
+    assert samples[("zrpc_server_call_duration_seconds_count", (("method", "add"),))] == 21
+    # A worker killed: the calls it counted stay counted (counters never go back), and the restart shows.
+    os.kill(server.pids()[0], signal.SIGKILL)
+    assert wait_until(lambda: by_worker(server.status(), "restarts") == [1, 0], 15, step=0.05)
+    server.wait_ready()
+    assert client.add(100, 1) == 101
+
+    def recounted() -> bool:
+        seen.append(scrape(port))
+        return seen[-1].get(ok) == 21
+
+    assert wait_until(recounted, 15, step=0.1), seen[-1:]
+    assert seen[-1][("zrpc_worker_restarts_total", ())] == 1
+    assert seen[-1][error] == 1
 
 
 def test_curve_applies_at_the_router(tmp_path):

@@ -168,7 +168,9 @@ class Workers:
     and ``grace``, plus ``serve_options`` (more ``zrpc serve`` options, e.g.
     ``["-v"]``), run by ``python``. Security (``curve_secret_key``,
     ``curve_clients``, ``allow_ips``, ``deny_ips``: as for :class:`zrpc.Server`)
-    applies to the endpoints bound or connected here; workers only listen on
+    applies to the endpoints bound or connected here. With ``metrics``, each
+    worker counts its calls for :class:`zrpc.metrics.WorkersMetrics` (which
+    needs the ``metrics`` extra; this module never imports it). Workers only listen on
     a private ipc directory. Inside a worker's method, ``zrpc.current_call()``
     gives the client's ``peer_address`` and ``user_id`` as a single server
     would: the router, which holds the clients' connections, passes them on
@@ -190,6 +192,7 @@ class Workers:
         deny_ips: Optional[Iterable[str]] = None,
         serve_options: Sequence[str] = (),
         python: str = sys.executable,
+        metrics: bool = False,
     ) -> None:
         self.target = target
         self.count = worker_count(workers)
@@ -207,6 +210,12 @@ class Workers:
         if self._guard is not None:
             self._guard.setup(self._front)
         self._dir = tempfile.mkdtemp(prefix="zrpc-workers-")  # mode 0700: only this user reaches the workers
+        #: Where each worker writes its metrics snapshot (``metrics=True``), else None.
+        self.metrics_dir: Optional[str] = None
+        if metrics:
+            self.metrics_dir = os.path.join(self._dir, "metrics")
+            os.mkdir(self.metrics_dir, 0o700)
+            serve_options = [*serve_options, "--metrics-dir", self.metrics_dir]
         self._command = [python, "-m", "zrpc", "serve", "--behind-router", "--heartbeat", f"{self.heartbeat or 0:g}",
                          "--grace", f"{1e9 if grace is None else grace:g}",
                          *(["--name", name] if name else []),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import logging
 import os
 import signal
 import sys
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                              " (default: 10)")
     # Internal: set by zrpc.Workers on the processes it starts (trust the router's caller frame).
     server.add_argument("--behind-router", action="store_true", help=argparse.SUPPRESS)
+    server.add_argument("--metrics-dir", default=None, help=argparse.SUPPRESS)  # where a worker writes its counts
     server.add_argument("--workers", type=workers_option, default=None, metavar="N|auto",
                         help="serve with N processes behind the endpoints, a call's events all to the"
                              " same one (auto: one per core; default: this process alone)")
@@ -93,21 +95,26 @@ def _interceptors(args: argparse.Namespace) -> Tuple[List[Any], Any]:
     """The interceptors --access-log and --metrics-port ask for, and the metrics (or None)."""
     interceptors: List[Any] = []
     metrics = None
-    if args.metrics_port is not None:
-        try:
-            from ..metrics import ServerMetrics
-        except ImportError as exc:
-            raise UsageError(f"--metrics-port needs prometheus_client ({exc}): pip install 'zrpc[metrics]'") from None
-        metrics = ServerMetrics()
+    if args.metrics_port is not None or args.metrics_dir is not None:
+        ServerMetrics = metrics_module().ServerMetrics
+        # a worker's counts go to its supervisor (--metrics-dir), not to a registry of its own
+        metrics = ServerMetrics() if args.metrics_port is not None else ServerMetrics(registry=None)
         interceptors.append(metrics)
     if args.access_log:
-        import logging
-
         from ..accesslog import AccessLog
 
         logging.getLogger("zrpc.access").setLevel(logging.INFO)  # the CLI's zrpc handler prints it
         interceptors.append(AccessLog())
     return interceptors, metrics
+
+
+def metrics_module() -> Any:
+    """zrpc.metrics, or a UsageError saying how to install what it needs."""
+    try:
+        from .. import metrics
+    except ImportError as exc:
+        raise UsageError(f"--metrics-port needs prometheus_client ({exc}): pip install 'zrpc[metrics]'") from None
+    return metrics
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -143,17 +150,49 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         link(server, links(args.connect, args.bind))
         if metrics is not None:
-            from ..metrics import serve_metrics
-
             metrics.watch(server)
-            try:
-                http = serve_metrics(args.metrics_port, args.metrics_host)
-            except OSError as exc:
-                raise UsageError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}") from None
-            print(f"metrics on http://{args.metrics_host}:{http.server_port}/metrics", file=sys.stderr, flush=True)
+        if args.metrics_port is not None:
+            serve_http_metrics(args)
+        if args.metrics_dir is not None:
+            return _run_worker_with_metrics(server, args, metrics)
         return _run_server(server, args)
     finally:
         server.close()
+
+
+def serve_http_metrics(args: argparse.Namespace) -> None:
+    """Serve the global registry's /metrics on --metrics-host:--metrics-port (a UsageError if it cannot)."""
+    try:
+        http = metrics_module().serve_metrics(args.metrics_port, args.metrics_host)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}") from None
+    print(f"metrics on http://{args.metrics_host}:{http.server_port}/metrics", file=sys.stderr, flush=True)
+
+
+def _run_worker_with_metrics(server: Any, args: argparse.Namespace, metrics: Any) -> int:
+    """A worker's run: every SNAPSHOT_INTERVAL, and once more at the end, its counts go to --metrics-dir."""
+    import gevent
+
+    module = metrics_module()
+    path = os.path.join(args.metrics_dir, f"{os.getpid()}.json")
+
+    def write() -> None:
+        try:
+            module.write_snapshot(metrics, path)
+        except OSError as exc:  # the supervisor's directory is gone: it is going too
+            logging.getLogger("zrpc.metrics").debug("cannot write %s: %s", path, exc)
+
+    def keep_writing() -> None:
+        while True:
+            write()
+            gevent.sleep(module.SNAPSHOT_INTERVAL)
+
+    writer = gevent.spawn(keep_writing)
+    try:
+        return _run_server(server, args)
+    finally:
+        writer.kill()
+        write()
 
 
 def _load(spec: str, show_traceback: bool) -> Any:

@@ -13,7 +13,7 @@ import sys
 from typing import Any, List
 
 from .connection import link, links
-from .parsing import UsageError, count
+from .parsing import count
 from .status import EXIT_OK, EXIT_USAGE, fail
 
 __all__ = ["workers_option", "worker_count_of", "run_workers"]
@@ -32,10 +32,7 @@ def worker_count_of(args: argparse.Namespace) -> int:
 
 
 def _serve_options(args: argparse.Namespace) -> List[str]:
-    """The options every worker's ``zrpc serve`` gets too; a UsageError for those that cannot be shared."""
-    if getattr(args, "metrics_port", None) is not None:
-        raise UsageError("--metrics-port does not work with --workers yet (each worker would need a port of"
-                         " its own): serve metrics from single-process servers, or use zrpc status")
+    """The options every worker's ``zrpc serve`` gets too."""
     flags = (("-v", args.verbose), ("-d", args.debug), ("--traceback", args.traceback),
              ("--access-log", getattr(args, "access_log", False)))
     return [flag for flag, on in flags if on]
@@ -46,16 +43,22 @@ def run_workers(args: argparse.Namespace, count: int) -> int:
     from . import security
     from ..workers import Workers, WorkersFailed
 
+    from .serving import grace_rules, metrics_module, serve_http_metrics  # (serving imports this module)
+
+    with_metrics = getattr(args, "metrics_port", None) is not None
+    metrics = metrics_module() if with_metrics else None  # before any process starts: a UsageError if missing
     workers = Workers(args.target, count, name=args.name, heartbeat=args.heartbeat or None,
                       pool_size=args.pool_size, grace=args.grace, serve_options=_serve_options(args),
-                      **security.server_kwargs(args))
-    from .serving import grace_rules  # (serving imports this module)
+                      metrics=with_metrics, **security.server_kwargs(args))
 
     on_signal = grace_rules(workers.stop, args.grace, f" {count} workers")
     previous = {sig: signal.signal(sig, lambda signum, frame: on_signal(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         link(workers, links(args.connect, args.bind))
+        if metrics is not None:  # one port for all: the workers' counts summed, and the router's
+            metrics.WorkersMetrics(workers)
+            serve_http_metrics(args)
         for endpoint in workers.endpoints:
             print(f"serving {args.target} on {endpoint} with {count} workers", file=sys.stderr, flush=True)
         try:
