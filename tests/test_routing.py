@@ -7,7 +7,8 @@ import pytest
 
 from zrpc.core import protocol
 from zrpc.core.protocol import HeaderReader, encode, new_header, reply_header
-from zrpc.core.routing import DROP, FORWARD, SEND, STATUS, ChannelRouter, ForwardedCaller, caller_frame
+from zrpc.core.routing import (DROP, FORWARD, PROBE_PEER, SEND, STATUS, ChannelRouter, ForwardedCaller,
+                               caller_frame)
 
 ENVELOPE = [b"client-a", b""]
 
@@ -170,3 +171,46 @@ def test_an_envelope_without_a_caller_frame_names_nobody():
     assert broken.get("Peer-Address") is None and broken.get("User-Id") is None
     odd = ForwardedCaller.of([b"router", b"client", caller_frame(7, ["x"]), b""])  # type: ignore[arg-type]
     assert odd.get("Peer-Address") is None and odd.get("User-Id") is None
+
+
+# -- a worker that goes silent ---------------------------------------------------------------
+def test_a_busy_worker_silent_for_two_intervals_gets_no_new_call_until_it_speaks():
+    router = ChannelRouter(2, heartbeat=1.0)
+    w0, w1 = router.workers
+    for w in router.workers:
+        w.ready = True
+    assert router.from_client(b"a", ENVELOPE, request(b"x"), 10.0)[1] is w0
+    assert router.from_client(b"a", ENVELOPE, request(b"y"), 10.0)[1] is w1
+    router.from_worker(w1, b"a", event(b"y", protocol.OK, [1]), 10.5)  # w1 answers, w0 says nothing
+    router.sweep(11.9)
+    assert not w0.silent and router.probes(11.9) == []  # under two intervals: just a slow call
+    router.sweep(12.1)
+    assert w0.silent and not w1.silent
+    # w0 holds 1 call, w1 none: by count w0 would come second, but it gets nothing at all
+    picks = [router.from_client(b"a", ENVELOPE, request(b"n%d" % i), 12.2)[1] for i in range(3)]
+    assert picks == [w1, w1, w1]
+    # pinged once per interval, on the router's own envelope
+    probes = router.probes(12.2)
+    assert [w for w, _ in probes] == [w0] and probes[0][1][0] == PROBE_PEER
+    assert protocol.decode(probes[0][1][-1])[1] == "_zerorpc_ping"
+    assert router.probes(12.9) == [] and len(router.probes(13.3)) == 1
+    assert router.status()["workers"][0]["silent"] is True
+    # anything from it (its pong, a late reply) brings it back
+    router.from_worker(w0, PROBE_PEER, encode(reply_header(b"p", b"ping"), protocol.OK, ["pong"]), 13.4)
+    assert not w0.silent
+    assert router.from_client(b"a", ENVELOPE, request(b"back"), 13.5)[1] is w0  # 1 in flight against 3
+
+
+def test_an_idle_worker_is_never_silent_and_its_clock_starts_with_its_first_call():
+    router = ChannelRouter(1, heartbeat=1.0)
+    worker = router.workers[0]
+    worker.ready = True
+    router.sweep(100.0)
+    assert not worker.silent  # nothing in flight: nothing owed
+    router.from_client(b"a", ENVELOPE, request(b"late"), 100.0)
+    router.sweep(101.5)
+    assert not worker.silent
+    router.sweep(102.1)
+    assert worker.silent
+    # with every worker silent, calls still go somewhere rather than nowhere
+    assert router.from_client(b"a", ENVELOPE, request(b"still"), 102.2) == (FORWARD, worker)

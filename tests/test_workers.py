@@ -14,6 +14,7 @@ import time
 from typing import Any, Dict, Iterator, List, Optional
 
 import gevent
+import gevent.event
 import gevent.subprocess
 import pytest
 import zmq
@@ -243,6 +244,45 @@ def test_kill_9_a_worker_mid_load(workers_server):
     assert status["workers"][0]["pid"] not in (victim, survivor)
     assert status["in_flight"] == 0
     assert set(server.client.pid() for _ in range(4)) == {status["workers"][0]["pid"], survivor}
+
+
+def test_a_frozen_worker_costs_only_the_calls_it_held(workers_server):
+    server = workers_server(2)
+    frozen, other = server.pids()
+    failures: List[Any] = []
+    served: Dict[int, int] = {}
+    stop = gevent.event.Event()
+
+    def caller() -> None:
+        while not stop.is_set():
+            try:
+                pid = server.client.slow(0.02)  # returns the pid of the worker that ran it
+            except zrpc.LostRemote as exc:
+                failures.append((time.monotonic(), exc))
+            else:
+                served[pid] = served.get(pid, 0) + 1
+
+    callers = [gevent.spawn(caller) for _ in range(8)]
+    try:
+        assert wait_until(lambda: len(served) == 2, 10)
+        os.kill(frozen, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        # The router notices within two intervals and sends it nothing more; the calls it held fail
+        # by the callers' heartbeats. Then, for six more intervals, nothing else fails.
+        assert wait_until(lambda: server.status()["workers"][0]["silent"], 5 * HB, step=0.05)
+        gevent.sleep(8 * HB)  # the window in which a trickle of calls to the frozen worker would fail
+        held = len(failures)
+        assert 1 <= held <= 8, failures  # at most the calls in flight there when it froze
+        assert all(at - frozen_at < 4 * HB for at, _ in failures), [at - frozen_at for at, _ in failures]
+        before = served.get(frozen, 0)
+        os.kill(frozen, signal.SIGCONT)  # it answers the router's ping, and takes calls again
+        assert wait_until(lambda: served.get(frozen, 0) > before + 10, 10), served
+        assert not server.status()["workers"][0]["silent"]
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+        stop.set()
+        gevent.joinall(callers, timeout=15)
+    assert len(failures) == held and served[other] > 100
 
 
 def test_a_stream_continues_while_another_worker_is_killed_and_restarted(workers_server):

@@ -42,7 +42,8 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .core import protocol
 from .core.intercept import frame_property
-from .core.routing import CALLER_PREFIX, FORWARD, SEND, STATUS, ChannelRouter, WorkerLoad, caller_frame
+from .core.routing import (CALLER_PREFIX, FORWARD, PROBE_PEER, SEND, STATUS, ChannelRouter, WorkerLoad,
+                           caller_frame)
 from .security import ServerGuard, ZapHandler
 from .sockets import HWM
 
@@ -69,6 +70,8 @@ _LINGER = 2.0
 _PR_SET_PDEATHSIG = 1
 #: Caller frames kept (one per client connection) before the cache starts again.
 _CALLERS = 10_000
+#: The caller frame of the router's own pings.
+_NOBODY = caller_frame(None, None)
 _HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 
@@ -420,7 +423,8 @@ class Workers:
             del frames[1]  # the caller frame is for the worker only
             peer = frames[0].bytes if len(frames) == 3 else tuple(f.bytes for f in frames[:-1])
             from_worker(load, peer, frames[-1].buffer, now)
-            self._to_client(frames)
+            if peer != PROBE_PEER:  # the answer to a ping of the router's own stops here
+                self._to_client(frames)
 
     def _caller_of(self, identity: bytes, frame: zmq.Frame) -> bytes:
         """The caller frame for the client on connection ``identity``, from the metadata of its ``frame``."""
@@ -480,6 +484,13 @@ class Workers:
                     self._ever_ready or slot.load.index == 0):
                 self._spawn(slot, now)
         router.sweep(now)
+        for load, frames in router.probes(now):  # a ping to each silent worker: does it answer?
+            sock = self._slots[load.index].sock
+            if sock is not None:
+                try:
+                    _send(sock, [frames[0], _NOBODY, *frames[1:]])
+                except zmq.Again:
+                    pass  # its queue is full: it is not reading, the next probe will tell
         return False
 
     def _draining(self, now: float) -> bool:

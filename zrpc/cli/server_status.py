@@ -84,6 +84,13 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         client.close()
 
 
+def _readiness(worker: Dict[str, Any]) -> str:
+    """yes (serving), no (not connected), or silent (busy, yet said nothing for two intervals: frozen?)."""
+    if worker.get("silent"):
+        return "silent"
+    return "yes" if worker.get("ready") else "no"
+
+
 def format_status(endpoint: str, status: Dict[str, Any]) -> str:
     """The status as text: a line for the server, then a table of its workers."""
     workers = status.get("workers") or []
@@ -91,7 +98,7 @@ def format_status(endpoint: str, status: Dict[str, Any]) -> str:
     lines = [f"{endpoint}: {status.get('target', '?')}, {len(workers)} workers (pid {status.get('pid', '?')}), "
              f"{state}; {status.get('in_flight', 0):,} calls in flight, {status.get('served', 0):,} served"]
     header = ("worker", "pid", "ready", "in flight", "served", "restarts")
-    rows = [header] + [(str(w.get("worker", "?")), str(w.get("pid") or "-"), "yes" if w.get("ready") else "no",
+    rows = [header] + [(str(w.get("worker", "?")), str(w.get("pid") or "-"), _readiness(w),
                         f"{w.get('in_flight', 0):,}", f"{w.get('served', 0):,}", str(w.get("restarts", 0)))
                        for w in workers]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

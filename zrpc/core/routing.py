@@ -29,6 +29,15 @@ of each event (:class:`zrpc.core.protocol.HeaderReader`), never its args.
   worker; channels already open keep flowing until their workers have
   drained, and the router answers a little longer as a lone server does
   (:meth:`refusing_for`), so clients still sending learn to go elsewhere.
+* A worker that goes silent (frozen by SIGSTOP, a deadlock holding the
+  GIL, a swapped-out host) while it has calls in flight is noticed: a busy
+  worker always says something within about one heartbeat interval (a
+  reply, or the heartbeat every channel older than an interval carries), so
+  one that said nothing for :data:`SILENT_INTERVALS` intervals since it got
+  work gets no new call, unless every worker is silent. Its callers learn of
+  it from their own heartbeats, as with a lone frozen server. The router
+  pings it (``_zerorpc_ping``, on an envelope of its own) once per interval
+  (:meth:`ChannelRouter.probes`); anything it sends brings it back.
 * ``_zrpc_status`` is answered by the router itself (the driver fills in
   what it knows of the processes).
 * Who is calling: the router holds the clients' connections, so it tells
@@ -66,6 +75,10 @@ FORWARD, DROP, SEND, STATUS = "forward", "drop", "send", "status"
 ENDS = frozenset((protocol.OK, protocol.ERR, protocol.STREAM_DONE))
 #: A channel silent both ways this many heartbeat intervals is forgotten.
 IDLE_INTERVALS = 3
+#: A worker with calls in flight that said nothing for this many intervals gets no new call.
+SILENT_INTERVALS = 2
+#: The envelope of the router's own pings to a silent worker (their answers go nowhere else).
+PROBE_PEER = b"zrpc-router-probe"
 
 _DROP = (DROP, None)
 #: What every caller frame starts with (a worker ignores an envelope frame without it).
@@ -115,7 +128,8 @@ class ForwardedCaller:
 class WorkerLoad:
     """One worker slot as the router counts it; the slot outlives the processes that fill it."""
 
-    __slots__ = ("index", "in_flight", "served", "ready", "picked", "__weakref__")
+    __slots__ = ("index", "in_flight", "served", "ready", "picked", "last_heard", "silent", "probed",
+                 "__weakref__")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -127,6 +141,12 @@ class WorkerLoad:
         self.ready = False
         #: When it was last given a call (the router's count of calls then): ties go to the oldest.
         self.picked = 0
+        #: When it last sent anything, or got work while idle (the router's clock).
+        self.last_heard = 0.0
+        #: Busy yet silent for SILENT_INTERVALS: no new call until it speaks.
+        self.silent = False
+        #: When the router last pinged it (while silent).
+        self.probed = float("-inf")
 
 
 class _Route:
@@ -151,6 +171,7 @@ class ChannelRouter(Stopping):
             raise ValueError("a router needs at least one worker")
         self.workers = [WorkerLoad(i) for i in range(workers)]
         self.idle_after = IDLE_INTERVALS * heartbeat if heartbeat else None
+        self.heartbeat = heartbeat if heartbeat else None
         self._routes: Dict[Tuple[Hashable, Any], _Route] = {}
         self._reader = HeaderReader()
         self._picks = 0
@@ -202,11 +223,17 @@ class ChannelRouter(Stopping):
                 "AuthenticationFailed", "this client's key is no longer admitted by the server", "")))
         worker = self._least_loaded()
         self._routes[key] = _Route(worker, now, envelope)
+        if not worker.in_flight:
+            worker.last_heard = now  # an idle worker owes nothing: its silence counts from now
         worker.in_flight += 1
         return (FORWARD, worker)
 
     def from_worker(self, worker: WorkerLoad, peer: Hashable, payload: Any, now: float) -> None:
         """An event from ``worker`` to client ``peer`` (the driver forwards it whatever it is)."""
+        worker.last_heard = now
+        if worker.silent:
+            worker.silent = False
+            log.info("worker %d speaks again: it takes new calls", worker.index)
         head = self._reader.read(payload)
         if head is None or head[1] is None:
             return
@@ -231,8 +258,8 @@ class ChannelRouter(Stopping):
     def _least_loaded(self) -> WorkerLoad:
         best: Optional[WorkerLoad] = None
         for worker in self.workers:
-            if best is None or (worker.ready, -worker.in_flight, -worker.picked) > (
-                    best.ready, -best.in_flight, -best.picked):
+            if best is None or (worker.ready, not worker.silent, -worker.in_flight, -worker.picked) > (
+                    best.ready, not best.silent, -best.in_flight, -best.picked):
                 best = worker
         assert best is not None
         self._picks += 1
@@ -253,12 +280,21 @@ class ChannelRouter(Stopping):
                                        protocol.error_args("LostRemote", message, "")))
         worker.in_flight = 0
         worker.ready = False
+        worker.silent = False  # the next process starts with a clean slate
         return answers
 
     def sweep(self, now: float) -> int:
-        """Forget the channels silent both ways for IDLE_INTERVALS heartbeats; return how many."""
+        """Forget the channels silent both ways for IDLE_INTERVALS heartbeats, and mark the workers
+        silent for SILENT_INTERVALS with calls in flight; return how many channels were forgotten."""
         if self.idle_after is None:
             return 0
+        silent_since = now - SILENT_INTERVALS * self.heartbeat  # type: ignore[operator]
+        for worker in self.workers:
+            if worker.in_flight and not worker.silent and worker.ready and worker.last_heard < silent_since:
+                worker.silent = True
+                log.warning("worker %d has sent nothing for %gs with %d call(s) in flight (frozen?): "
+                            "no new calls go to it until it answers", worker.index, now - worker.last_heard,
+                            worker.in_flight)
         limit = now - self.idle_after
         stale = [(key, route) for key, route in self._routes.items() if route.last < limit]
         for key, route in stale:
@@ -268,13 +304,25 @@ class ChannelRouter(Stopping):
             log.debug("forgot %d silent channel(s)", len(stale))
         return len(stale)
 
+    def probes(self, now: float) -> List[Tuple[WorkerLoad, List[Any]]]:
+        """Pings due to silent workers (once per heartbeat interval each): ``(worker, frames)`` to send it."""
+        due = []
+        if self.heartbeat is None:
+            return due
+        for worker in self.workers:
+            if worker.silent and now - worker.probed >= self.heartbeat:
+                worker.probed = now
+                payload = protocol.encode(protocol.new_header(next(self._ids)), "_zerorpc_ping", [])
+                due.append((worker, [PROBE_PEER, b"", payload]))
+        return due
+
     def status(self) -> Dict[str, Any]:
         """What the router counts: calls in flight and served, per worker and in all."""
         return {
             "stopping": self.stopping,
             "in_flight": sum(w.in_flight for w in self.workers),
             "served": sum(w.served for w in self.workers),
-            "workers": [{"worker": w.index, "ready": w.ready, "in_flight": w.in_flight, "served": w.served}
-                        for w in self.workers],
+            "workers": [{"worker": w.index, "ready": w.ready, "in_flight": w.in_flight, "served": w.served,
+                         "silent": w.silent} for w in self.workers],
         }
 
