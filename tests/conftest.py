@@ -151,6 +151,25 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float
     return predicate()
 
 
+def refused_within(call: Callable[[], Any], error: type, timeout: float = 10.0) -> BaseException:
+    """Call ``call()`` (yielding between tries) until it raises ``error``; return that exception.
+
+    Fails the test if it still succeeds after ``timeout`` seconds (bounded: at most one try per 0.2 s).
+    """
+    refusals: List[BaseException] = []
+
+    def refused_now() -> bool:
+        try:
+            call()
+            return False
+        except error as exc:
+            refusals.append(exc)
+            return True
+
+    assert wait_until(refused_now, timeout=timeout, step=0.2), f"still no {error.__name__} after {timeout}s"
+    return refusals[-1]
+
+
 # -- zerorpc-node (tests/node/) --------------------------------------------------------
 NODE_PEERS = os.path.join(ROOT, "tests", "node")
 #: Bound on tests/node/install.sh (npm ci, compiling zeromq's addon, maybe apt-get).
