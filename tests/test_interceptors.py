@@ -270,6 +270,29 @@ def test_client_interceptors_add_headers_and_observe_outcomes(serve, client_fact
     assert outcomes[4][:2] == ("sleep", "timeout")
 
 
+def test_done_callbacks_see_the_outcome_of_the_whole_chain_not_of_the_first_attempt(serve, client_factory):
+    outcomes = []
+    attempts = []
+
+    def observe(call, proceed):
+        call.add_done_callback(lambda c: outcomes.append((c.method, c.outcome, c.result)))
+        return proceed()
+
+    def retry_once(call, proceed):  # a retrying interceptor: the caller sees only the second attempt
+        try:
+            attempts.append(call.method)
+            return proceed()
+        except zrpc.RemoteError:
+            call.method = "add"
+            return proceed()
+
+    endpoint = serve(Service())
+    client = client_factory(endpoint, timeout=10, interceptors=[observe, retry_once])
+    assert client.boom(1, 2) == 3  # boom raises; the retry calls add(1, 2)
+    assert wait_until(lambda: len(outcomes) == 1)
+    assert outcomes == [("add", "ok", 3)] and attempts == ["boom"]
+
+
 def test_a_client_interceptor_adding_a_reserved_header_fails_the_call(serve, client_factory):
     def sneaky(call, proceed):
         call.headers["zrpc_timeout"] = 1000
@@ -291,6 +314,9 @@ class AioService:
     async def context(self):
         call = zrpc.current_call()
         return {"method": call.method, "headers": dict(call.headers), "remaining": call.remaining()}
+
+    async def div(self, a, b):
+        return a / b
 
     async def boom(self):
         raise ValueError("boom")
@@ -341,7 +367,13 @@ def test_aio_server_and_client_interceptors_plain_and_async():
         async def client_side(call, proceed):
             call.headers["tenant"] = "aio"
             call.add_done_callback(lambda c: client_log.append((c.method, c.outcome)))
-            return await proceed()
+            try:
+                return await proceed()
+            except zrpc.RemoteError as exc:
+                if exc.name != "ZeroDivisionError":
+                    raise
+                call.args = (1, 1)  # retried: its done callback sees the retry's outcome
+                return await proceed()
 
         server = zrpc.aio.Server(AioService(), interceptors=[plain, timed, deny])
         endpoint = server.bind("tcp://127.0.0.1:*")
@@ -357,6 +389,7 @@ def test_aio_server_and_client_interceptors_plain_and_async():
             assert info.value.name == "PermissionError"
             assert [item async for item in client.count(3)] == [0, 1, 2]
             assert await client.add.call_async(5, 5) == 10
+            assert await client.div(1, 0) == 1.0
             assert await client.in_task() == "in_task"
             assert await client.in_thread() == "in_thread"
             cancelled = asyncio.ensure_future(client.nap(30))
@@ -371,5 +404,6 @@ def test_aio_server_and_client_interceptors_plain_and_async():
         assert ("timed", "add", True) in log and ("done", "add", "ok", False) in log
         assert ("done", "mul", "error", False) in log
         assert ("add", "ok") in client_log and ("mul", "error") in client_log
+        assert ("div", "ok") in client_log and ("div", "error") not in client_log
 
     run(main())

@@ -578,27 +578,27 @@ class ClientBase(NodeBase):
     def _run_chain(self, info: ClientCallInfo) -> Any:
         def send() -> Any:
             future = self._start(info.method, info.args, info.kwargs, info.timeout, validate_headers(info.headers))
-            if info.async_:
-                self._watch(future, info)
-                return future
-            return self._wait(future, info)
+            return future if info.async_ else self._wait(future)
 
         try:
-            return run_chain(self._interceptors, info, send)
+            result = run_chain(self._interceptors, info, send)
         except BaseException as exc:
-            info._settle(exc)  # nothing sent (or already settled: then a no-op)
+            info._settle(exc)
             raise
+        # The outcome is what the whole chain gave (an interceptor may retry, or map an error), not
+        # what the first send() saw.
+        return self._settled(result, info)
+
+    def _settled(self, result: Any, info: ClientCallInfo) -> Any:
+        """What the caller gets from the chain's ``result``, settling ``info`` once it is known."""
+        raise NotImplementedError
 
     def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
                headers: Optional[Dict[str, Any]] = None) -> Any:
         raise NotImplementedError
 
-    def _watch(self, future: Any, info: ClientCallInfo) -> None:
-        """Settle ``info`` when ``future`` is done."""
-        raise NotImplementedError
-
-    def _wait(self, future: Any, info: ClientCallInfo) -> Any:
-        """What a plain call returns: the result (or, on asyncio, an awaitable of it), settling ``info``."""
+    def _wait(self, future: Any) -> Any:
+        """What a plain call's send() returns: the result (on asyncio, the awaitable future)."""
         raise NotImplementedError
 
     # -- the driver's waiting -------------------------------------------------------

@@ -258,12 +258,24 @@ class Client(_Caller, ClientBase, Node):
             info._settle(exc)
             raise
 
-    def _watch(self, future: asyncio.Future, info: ClientCallInfo) -> None:
-        future.add_done_callback(lambda done: info._settle(*_outcome_of(done)))
+    def _wait(self, future: asyncio.Future) -> Any:
+        return future  # the caller awaits it (through the interceptors, if any)
 
-    async def _wait(self, future: asyncio.Future, info: ClientCallInfo) -> Any:
+    def _settled(self, result: Any, info: ClientCallInfo) -> Any:
+        if asyncio.isfuture(result):
+            if info.async_:
+                result.add_done_callback(lambda done: info._settle(*_outcome_of(done)))
+                return result
+        elif not inspect.isawaitable(result):
+            info._settle(None, result)
+            return result
+        return self._awaited(result, info)
+
+    @staticmethod
+    async def _awaited(awaitable: Any, info: ClientCallInfo) -> Any:
+        """Await what the chain returned (an async interceptor may retry inside it), then settle ``info``."""
         try:
-            value = await future
+            value = await awaitable
         except BaseException as exc:
             info._settle(exc)
             raise

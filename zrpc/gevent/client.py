@@ -238,17 +238,15 @@ class Client(_Caller, ClientBase, Node):
             if self._send_request(call, frames, time.monotonic()):
                 return
 
-    def _watch(self, future: Future, info: ClientCallInfo) -> None:
-        future.rawlink(lambda done: info._settle(done.exception, done.value))
+    def _wait(self, future: Future) -> Any:
+        return future.get()
 
-    def _wait(self, future: Future, info: ClientCallInfo) -> Any:
-        try:
-            value = future.get()
-        except BaseException as exc:
-            info._settle(exc)
-            raise
-        info._settle(None, value)
-        return value
+    def _settled(self, result: Any, info: ClientCallInfo) -> Any:
+        if info.async_ and isinstance(result, Future):
+            result.rawlink(lambda done: info._settle(done.exception, done.value))
+        else:
+            info._settle(None, result)
+        return result
 
     # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
     def _refresh(self, name: ResolvedName) -> None:
