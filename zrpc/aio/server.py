@@ -153,7 +153,9 @@ class Server(ServerBase, Node):
 
     # -- the waiting behind zrpc.nodes.ServerBase ---------------------------------
     def _launch(self, call: ServerCall) -> None:
-        call.task = self._loop.create_task(self._serve(call))
+        # A fresh context, not a copy of the launcher's: a queued call is launched by the call that
+        # ended before it, whose contextvars must not reach it.
+        call.task = contextvars.Context().run(self._loop.create_task, self._serve(call))
 
     def _interrupt_call(self, call: ServerCall, why: Cancellation) -> None:
         if call.task is not None and call.task is not asyncio.current_task():

@@ -7,6 +7,7 @@ credit, interrupting a cancelled call, and clean shutdown.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import types
@@ -157,10 +158,18 @@ class Server(ServerBase, Node):
             call.task = gevent.spawn(self._work, call)
 
     def _work(self, call: Optional[ServerCall]) -> None:
-        """A call greenlet: serve this call, then park and serve more while the server lives."""
+        """A call greenlet: serve this call, then park and serve more while the server lives.
+
+        No per-call state reaches the next call: each call runs in a fresh
+        ``contextvars.Context``, and a greenlet that gained an attribute
+        during a call (what ``gevent.local`` and a patched ``threading.local``
+        store there) is retired instead of reused.
+        """
+        attributes = len(gevent.getcurrent().__dict__)  # gevent keeps its own (``_run``) there
         while call is not None:
-            self._serve(call)
-            if self.closed or len(self._idle_workers) >= _MAX_IDLE_WORKERS:
+            contextvars.Context().run(self._serve, call)
+            if (self.closed or len(self._idle_workers) >= _MAX_IDLE_WORKERS
+                    or len(gevent.getcurrent().__dict__) != attributes):
                 return
             waiter = Waiter()
             self._idle_workers.append(waiter)
@@ -186,7 +195,7 @@ class Server(ServerBase, Node):
     def _serve(self, call: ServerCall) -> None:
         session = self._session
         call.running = True
-        _CURRENT.set(call)  # zrpc.current_call(): each greenlet has its own context
+        _CURRENT.set(call)  # zrpc.current_call(): each call has its own context (see _work)
         outcome, error, result = "ok", None, None
         try:
             try:
@@ -225,7 +234,6 @@ class Server(ServerBase, Node):
         finally:
             call.running = False  # from here on, no cancel may reach this greenlet
             call.connection = None
-            _CURRENT.set(None)
             for ready in session.finished(call):
                 self._launch(ready)
             if not session.running and not session.queued:
