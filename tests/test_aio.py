@@ -323,3 +323,35 @@ def test_uvloop_client_and_server():
         uvloop.run(asyncio.wait_for(main(), 60))
     finally:
         stop_peer(proc)
+
+
+def test_stop_awaited_by_a_method_returns_and_run_ends_once_the_other_calls_are_done():
+    """``async def shutdown(): await server.stop()`` must not wait for the call that awaits it."""
+    async def main():
+        slow_started = asyncio.Event()
+
+        async def slow():
+            slow_started.set()
+            await asyncio.sleep(0.5)
+            return "slow done"
+
+        async def shutdown():
+            await server.stop()
+            return "bye"
+
+        server = zrpc.aio.Server({"slow": slow, "shutdown": shutdown})
+        endpoint = server.bind("tcp://127.0.0.1:*")
+        runner = asyncio.ensure_future(server.run())
+        try:
+            async with zrpc.aio.Client(endpoint, timeout=10) as client:
+                pending = asyncio.ensure_future(client.slow())
+                await asyncio.wait_for(slow_started.wait(), 10)
+                assert await client.shutdown() == "bye"  # the stopping call's reply still reaches its caller
+                assert not runner.done()  # slow() is still running: run() waits for it
+                assert await pending == "slow done"
+                await asyncio.wait_for(runner, 10)
+        finally:
+            await server.close()
+            runner.cancel()
+
+    run(main())

@@ -377,3 +377,34 @@ def test_cancels_never_reach_the_next_call_on_a_reused_greenlet(serve, client_fa
     assert [f.get(timeout=1) for f in futures] == [0.01] * len(futures)
     assert all(f.ready() for f in doomed)
     assert wait_until(lambda: serve.servers[-1].calls_in_flight == 0, timeout=5)
+
+
+def test_stop_called_by_a_method_returns_and_run_ends_once_the_other_calls_are_done(client_factory):
+    """zerorpc's ``def shutdown(self): server.stop()``: stop() must not wait for the call that made it."""
+    slow_started = gevent.event.Event()
+
+    class Service:
+        def slow(self):
+            slow_started.set()
+            gevent.sleep(0.5)
+            return "slow done"
+
+        def shutdown(self):
+            server.stop()
+            return "bye"
+
+    server = zrpc.Server(Service())
+    endpoint = server.bind("tcp://127.0.0.1:*")
+    runner = gevent.spawn(server.run)
+    try:
+        client = client_factory(endpoint, timeout=10)
+        slow = client.slow.call_async()
+        assert slow_started.wait(10)
+        assert client.shutdown() == "bye"  # the stopping call's reply still reaches its caller
+        assert not runner.ready()  # slow() is still running: run() waits for it
+        assert slow.get(timeout=10) == "slow done"
+        runner.join(timeout=10)
+        assert runner.ready() and runner.successful()
+    finally:
+        server.close()
+        runner.kill()

@@ -18,7 +18,7 @@ import zmq
 from .core.balancing import Backend, ResolvedName, addresses_of, split_tcp_endpoint, tcp_endpoint
 from .core.client_session import END, ITEM, RESULT, RETRY, ClientCall, ClientSession
 from .core.errors import AuthenticationFailed, ClosedError, ServerStopping, TimeoutExpired, TooManyServers, ZrpcError
-from .core.intercept import ClientCallInfo, Interceptor, run_chain, validate_headers
+from .core.intercept import _CURRENT, ClientCallInfo, Interceptor, run_chain, validate_headers
 from .core.methods import MethodTable
 from .core.routing import ForwardedCaller
 from .core.server_session import (
@@ -391,6 +391,12 @@ class ServerBase(NodeBase):
     def calls_in_flight(self) -> int:
         """Calls running or waiting in line."""
         return self._session.calls_in_flight
+
+    def _stopped_from_inside(self) -> bool:
+        """True if ``stop()`` is called by one of this server's own calls, which must not wait for
+        itself (``def shutdown(self): server.stop()``): its reply is sent after stop() returns."""
+        call = _CURRENT.get(None)
+        return call is not None and call.running and self._session.table.get(call.key) is call
 
     def start(self) -> Any:
         """Serve in the background of the current hub or running loop; returns the server at once."""

@@ -96,6 +96,7 @@ class Server(ServerBase, Node):
         self._sync_methods = sync_methods
         self._threads = threads
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._stopper: Optional["asyncio.Task[None]"] = None
         self._init_server(methods, name, exclude_from=Server, zap_driver=ZapDriver, heartbeat=heartbeat,
                           pool_size=pool_size, max_pending=max_pending, send_tracebacks=send_tracebacks,
                           stream_generators=stream_generators, max_message_size=max_message_size, trace=trace,
@@ -115,9 +116,22 @@ class Server(ServerBase, Node):
         await self._stopped.wait()
 
     async def stop(self, timeout: Optional[float] = None) -> None:
-        """Stop taking new calls; let calls in flight finish for up to ``timeout`` seconds, then cancel them."""
+        """Stop taking new calls; let calls in flight finish for up to ``timeout`` seconds, then cancel them.
+
+        Awaited by a method of this server, it returns at once and the rest
+        (waiting, then ``run()`` returning) goes on in a task of its own,
+        until that call too is over and its reply sent.
+        """
+        self._session.stop(time.monotonic())
+        if self._stopped_from_inside():
+            # the calling call cannot wait for itself; the task is kept, asyncio holds tasks weakly
+            self._stopper = contextvars.Context().run(self._loop.create_task, self._finish_stop(timeout))
+        else:
+            await self._finish_stop(timeout)
+
+    async def _finish_stop(self, timeout: Optional[float]) -> None:
+        """stop()'s waiting: for the calls in flight, then for the callers still sending."""
         session = self._session
-        session.stop(time.monotonic())
         if not await self._wait_idle(timeout):
             self._cancel_open_calls()
             await self._wait_idle(1.0)

@@ -115,11 +115,21 @@ class Server(ServerBase, Node):
         ``timeout=None`` waits for every call in flight. Before returning
         (unless ``timeout=0``) it keeps refusing until no call came for
         ``STOP_QUIET`` seconds (see ServerSession.refusing_for).
+        Called by a method of this server, it returns at once and the rest
+        (waiting, then ``run()`` returning) goes on in the background, until
+        that call too is over and its reply sent.
         """
         # Endpoints stay bound until close(): unbinding would also drop the
         # connections that calls in flight must answer on.
+        self._session.stop(time.monotonic())
+        if self._stopped_from_inside():
+            gevent.spawn(self._finish_stop, timeout)  # the calling call cannot wait for itself
+        else:
+            self._finish_stop(timeout)
+
+    def _finish_stop(self, timeout: Optional[float]) -> None:
+        """stop()'s waiting: for the calls in flight, then for the callers still sending."""
         session = self._session
-        session.stop(time.monotonic())
         if not self._idle.wait(timeout):
             self._cancel_open_calls()
             self._idle.wait(1.0)
