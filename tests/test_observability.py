@@ -177,3 +177,54 @@ def test_one_trace_across_a_client_process_and_a_server_process(peer):
     assert len(inner_client) == 1 and inner_client[0]["parent_id"] == relay_server["span_id"]
     inner_server = [s for s in by_name[("add", "SERVER")] if s["trace_id"] == relay_trace]
     assert len(inner_server) == 1 and inner_server[0]["parent_id"] == inner_client[0]["span_id"]
+
+
+def test_calls_cancelled_while_queued_are_counted(serve, client_factory, caplog):
+    """A call shed from the pool's queue (its caller's deadline passed) never reaches the interceptors:
+    server.stats and the metrics count it, and the server logs it."""
+    registry = CollectorRegistry()
+    metrics = ServerMetrics(registry=registry)
+    endpoint = serve(Service(), interceptors=[metrics], pool_size=1)
+    server = metrics.watch(serve.servers[-1])
+    http = serve_metrics(0, registry=registry)
+    try:
+        client = client_factory(endpoint, timeout=10)
+        running = client.sleep.call_async(1.0)
+        assert wait_until(lambda: server.stats["running"] == 1)
+        with caplog.at_level(logging.INFO, logger="zrpc.server"):
+            with pytest.raises(zrpc.TimeoutExpired):
+                client.with_options(timeout=0.3).sleep(0)  # waits in line behind sleep(1.0), then gives up
+            assert wait_until(lambda: server.stats["cancelled_queued"] == 1, timeout=5)
+        assert running.get(10) == 1.0
+        samples = scrape(http.server_port)
+    finally:
+        http.shutdown()
+    assert samples[("zrpc_server_calls_cancelled_queued_total", ())] == 1
+    assert samples[("zrpc_server_calls_total", (("method", "sleep"), ("outcome", "ok")))] == 1
+    assert server.stats["cancelled_queued"] == 1 and server.stats["queued"] == 0
+    assert any("cancelled before it ran" in r.getMessage() for r in caplog.records)
+
+
+def test_aio_calls_cancelled_while_queued_are_counted():
+    import asyncio
+
+    import zrpc.aio
+    from test_aio import run
+
+    async def main():
+        async def sleep(seconds):
+            await asyncio.sleep(seconds)
+            return seconds
+
+        async with zrpc.aio.Server({"sleep": sleep}, pool_size=1) as server:
+            endpoint = server.bind("tcp://127.0.0.1:*")
+            server.start()
+            async with zrpc.aio.Client(endpoint, timeout=10) as client:
+                running = asyncio.ensure_future(client.sleep(1.0))
+                await asyncio.sleep(0.1)
+                with pytest.raises(zrpc.TimeoutExpired):
+                    await client.with_options(timeout=0.3).sleep(0)
+                assert await running == 1.0
+                assert server.stats["cancelled_queued"] == 1
+
+    run(main())

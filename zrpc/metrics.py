@@ -11,7 +11,10 @@ What it records (names take the ``namespace``, "zrpc" by default):
 * ``zrpc_server_call_duration_seconds{method}``: a histogram of the time from request to reply;
 * ``zrpc_server_calls_running``, ``zrpc_server_calls_queued``: calls in flight, and waiting for the pool;
 * ``zrpc_server_bad_messages_total``, ``zrpc_server_callers_lost_total`` (no heartbeat for two
-  intervals), ``zrpc_server_calls_refused_busy_total`` (max_pending reached).
+  intervals), ``zrpc_server_calls_refused_busy_total`` (max_pending reached),
+  ``zrpc_server_calls_cancelled_queued_total`` (cancelled by their caller, their deadline or a
+  stop before they started running: they never reached the interceptors, so they are not in
+  ``zrpc_server_calls_total``).
 
 The interceptor only registers a done callback that bumps a few ints; the
 gauges and the last counters are read from :attr:`zrpc.Server.stats` when
@@ -156,6 +159,9 @@ def _families(ns: str, snapshot: Dict[str, Any]) -> Iterable[Any]:
     yield CounterMetricFamily(f"{ns}_server_calls_refused_busy",
                               "Calls refused because max_pending calls already waited.",
                               value=stats.get("refused_busy", 0))
+    yield CounterMetricFamily(f"{ns}_server_calls_cancelled_queued",
+                              "Calls cancelled (caller, deadline or stop) before they started running.",
+                              value=stats.get("cancelled_queued", 0))
 
 
 #: Server stats that are levels (summed over live processes only), not counts.

@@ -347,10 +347,12 @@ class ServerBase(NodeBase):
     @property
     def stats(self) -> Dict[str, int]:
         """Counters and gauges for observers (zrpc.metrics): calls running and queued, bad messages,
-        callers lost (no heartbeat), calls refused because the queue was full."""
+        callers lost (no heartbeat), calls refused because the queue was full, calls cancelled
+        before they started (by their caller, their deadline or a stop; interceptors never saw them)."""
         session = self._session
         return {"running": session.running, "queued": session.queued, "bad_messages": session.bad_messages,
-                "callers_lost": session.callers_lost, "refused_busy": session.refused_busy}
+                "callers_lost": session.callers_lost, "refused_busy": session.refused_busy,
+                "cancelled_queued": session.cancelled_queued}
 
     def _intercepted(self, call: ServerCall, name: str, args: Any, kwargs: Dict[str, Any],
                      invoke: Callable[[Any, Dict[str, Any]], Any]) -> Any:
@@ -502,7 +504,7 @@ class ServerBase(NodeBase):
 
     def _refuse(self, call: ServerCall, name: str, message: str) -> None:
         """Answer a call that was accepted but must not run, with ERR ``name``."""
-        self._session.cancel(call, Cancellation(message))
+        self._session.cancel(call, Cancellation(message), refused=True)
         if not call.waiting:
             for ready in self._session.finished(call):
                 self._launch(ready)

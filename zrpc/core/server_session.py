@@ -182,6 +182,7 @@ class ServerSession(Stopping, Session):
         self.bad_messages = 0
         self.callers_lost = 0
         self.refused_busy = 0
+        self.cancelled_queued = 0  # cancelled before they started: no interceptor or access log saw them
         self._next_heartbeats = 0.0  # the heartbeat sweep keeps its own pace when deadlines sweep faster
         self._backlog: Deque[ServerCall] = deque()
 
@@ -297,17 +298,23 @@ class ServerSession(Stopping, Session):
                 ready.append(call)
         return ready
 
-    def cancel(self, call: ServerCall, why: Cancellation) -> Tuple[bool, Optional[Action]]:
+    def cancel(self, call: ServerCall, why: Cancellation, *, refused: bool = False) -> Tuple[bool, Optional[Action]]:
         """Mark ``call`` cancelled; return (interrupt its task?, SEND action answering a queued call).
 
-        A call cancelled twice, or one that already ended, needs nothing.
+        A call cancelled before it started running (waiting in line, or
+        launched but not yet running) is counted in ``cancelled_queued``,
+        unless ``refused`` (the server turned it away: not a cancel). A call
+        cancelled twice, or one that already ended, needs nothing.
         """
         if call.cancelled is not None:
             return False, None
         call.cancelled = why
         self.table.discard(call)
+        if not call.running and not refused:
+            self.cancelled_queued += 1
         if call.waiting:  # still in the backlog: it will be skipped
             self.queued -= 1
+            log.info("call %s() cancelled before it ran: %s", printable(call.method), why.reason)
             if why.reply:
                 return False, self.reject(call.envelope, call.channel_id, *why.reply)
             return False, None
