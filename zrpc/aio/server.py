@@ -153,7 +153,9 @@ class Server(ServerBase, Node):
         """Cancel calls in flight and release the socket, flushing replies already queued (bounded)."""
         if self._closed:
             return
-        await self.stop(0)
+        self._session.stop(time.monotonic())
+        # Waited here even inside a call: the others' ServerStopped must go out before the socket closes.
+        await self._finish_stop(0)
         self._close_guard()
         await self._close_io()
         if self._pool is not None:

@@ -144,7 +144,9 @@ class Server(ServerBase, Node):
         """Cancel calls in flight and release every socket, flushing replies already queued (bounded)."""
         if self.closed:
             return
-        self.stop(0)
+        self._session.stop(time.monotonic())
+        # Waited here even inside a call: the others' ServerStopped must go out before the socket closes.
+        self._finish_stop(0)
         self._close_guard()
         self._close_io()
         idle, self._idle_workers = self._idle_workers, []
