@@ -6,7 +6,6 @@ start every call with a fresh context. Real sockets, two real clients.
 """
 import asyncio
 import contextvars
-import threading
 
 import gevent
 import gevent.event
@@ -19,7 +18,6 @@ from test_aio import run
 
 TENANT = contextvars.ContextVar("tenant", default=None)
 LOCAL = gevent.local.local()
-PATCHABLE = threading.local()  # what a monkey-patched threading.local becomes is gevent.local
 
 
 class Tenants:
