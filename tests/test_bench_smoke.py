@@ -122,8 +122,5 @@ def test_scale_bench_runs_every_setup_and_prints_its_ratios():
 
 
 def test_call_state_bench_runs_and_prints_its_ratios():
-    proc = subprocess.run([sys.executable, "-m", "bench.call_state", "--rounds", "2", "--calls", "50"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": ROOT})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("call_state", "--rounds", "2", "--calls", "50")
     assert proc.stdout.count("ratio ") == 2, proc.stdout
