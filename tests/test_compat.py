@@ -12,6 +12,7 @@ from typing import Dict, List
 
 import gevent
 import pytest
+import zmq
 from gevent import subprocess
 
 import zrpc
@@ -75,7 +76,7 @@ def test_zerorpc_program_runs_unchanged_with_the_same_results_and_hooks(server_i
     expected = _zerorpc_reference("server", "client")
     assert [step[0] for step in expected] == [
         "add", "call", "async", "stream", "remote error", "mapped error", "server journal", "client journal",
-        "timeout", "after timeout"]
+        "timeout", "after timeout", "normalised by server_before_exec", "exceptions module"]
     assert _pair("server", "client", server_impl, client_impl) == expected
 
 
@@ -83,7 +84,9 @@ def test_zerorpc_program_runs_unchanged_with_the_same_results_and_hooks(server_i
                                                      ("zerorpc", "compat")])
 def test_zerorpc_events_with_task_context_run_unchanged(puller_impl: str, pusher_impl: str) -> None:
     expected = _zerorpc_reference("puller", "pusher")
-    assert expected[-1][0] == "journal" and len(expected[-1][1]) == 9  # 3 events x 3 hooks
+    assert expected[-3][0] == "journal" and len(expected[-3][1]) == 9  # 3 events x 3 hooks
+    # puller("resize", ...) runs the method here, with no hooks
+    assert expected[-2:] == [["event", "resize", "d.png", 40], ["direct call", None]]
     assert _pair("puller", "pusher", puller_impl, pusher_impl) == expected
 
 
@@ -194,3 +197,44 @@ def test_an_event_that_raises_reaches_server_inspect_exception_with_no_reply_eve
         pusher.close()
         puller.close()
         context.term()
+
+
+# -- the review's findings: what the program above does not show ------------------------------
+def test_every_node_runs_resolve_endpoint() -> None:
+    context = zerorpc_compat.Context()
+    context.register_middleware({"resolve_endpoint": lambda endpoint: endpoint.replace("tcp://svc:", "tcp://127.0.0.1:")})
+    nodes = [zerorpc_compat.Publisher(context=context), zerorpc_compat.Subscriber({}, context=context),
+             zerorpc_compat.Pusher(context=context), zerorpc_compat.Puller({}, context=context)]
+    try:
+        for node in nodes:
+            assert node.bind("tcp://svc:*").startswith("tcp://127.0.0.1:")
+            with pytest.raises(zmq.ZMQError):
+                node.bind("tcp://svc:*", resolve=False)
+    finally:
+        for node in nodes:
+            node.close()
+        context.term()
+
+
+def test_server_before_exec_may_replace_the_arguments(compat_server) -> None:
+    endpoint, context = compat_server
+
+    def before(event):
+        event.args = [event.args[0] * 10, event.args[1]]
+
+    context.register_middleware({"server_before_exec": before})
+    with zerorpc_compat.Client(endpoint, context=zerorpc_compat.Context(), heartbeat=1) as client:
+        assert client.add(1, 2) == 12
+
+
+def test_exceptions_module_imports_and_direct_call_of_a_missing_event_method() -> None:
+    from zrpc.compat.exceptions import LostRemote as Lost, RemoteError as Remote, TimeoutExpired as Expired
+
+    assert (Remote, Expired, Lost) == (zerorpc_compat.RemoteError, zerorpc_compat.TimeoutExpired, zerorpc_compat.LostRemote)
+    puller = zerorpc_compat.Puller({"known": lambda: "ran"})
+    try:
+        assert puller("known") == "ran"
+        with pytest.raises(NameError):
+            puller("unknown")
+    finally:
+        puller.close()

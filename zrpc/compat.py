@@ -25,7 +25,9 @@ replies), and the middleware comes from ``Context.get_instance()``.
 from __future__ import annotations
 
 import logging
+import sys
 import traceback as traceback_module
+import types
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import gevent.event
@@ -39,10 +41,17 @@ from .core.protocol import printable
 __all__ = [
     "Server", "Client", "Publisher", "Subscriber", "Pusher", "Puller",
     "stream", "rep", "Context", "Event", "fork_task_context",
-    "RemoteError", "TimeoutExpired", "LostRemote",
+    "RemoteError", "TimeoutExpired", "LostRemote", "exceptions",
 ]
 
 log = logging.getLogger("zrpc.compat")
+
+#: zerorpc's ``zerorpc.exceptions`` module: ``zerorpc.exceptions.RemoteError`` and
+#: ``from zrpc.compat.exceptions import RemoteError`` work as with zerorpc.
+exceptions = types.ModuleType(__name__ + ".exceptions", "zerorpc's exceptions: RemoteError, TimeoutExpired, LostRemote.")
+exceptions.RemoteError, exceptions.TimeoutExpired, exceptions.LostRemote = RemoteError, TimeoutExpired, LostRemote
+exceptions.__all__ = ["LostRemote", "TimeoutExpired", "RemoteError"]
+sys.modules[exceptions.__name__] = exceptions
 
 #: zerorpc 0.6.3's hook names, in the order its Context declares them.
 HOOKS = (
@@ -190,10 +199,13 @@ class _ServerHooks(_Interceptor):
         header = dict(call.header)
         for functor in hooks.get("load_task_context", ()):
             functor(header)
-        request = Event(call.method, tuple(call.args), header)
+        # A list, as zerorpc's hooks get (msgpack's arrays): a hook may change it in place, or
+        # replace it, and the method runs with what it holds then.
+        request = Event(call.method, list(call.args), header)
         try:
             for functor in hooks.get("server_before_exec", ()):
                 functor(request)
+            call.args = tuple(request.args)
             result = proceed()
         except Exception as exc:
             _inspect(hooks, request, exc)
@@ -376,7 +388,7 @@ class _Sending:
         self.emit(method, *args, **kwargs)  # type: ignore[attr-defined]
 
 
-class Publisher(_Sending, _driver.Publisher):
+class Publisher(_Resolving, _Sending, _driver.Publisher):
     """zerorpc's ``Publisher(context=None)``."""
 
     def __init__(self, context: Any = None, **options: Any) -> None:
@@ -384,7 +396,7 @@ class Publisher(_Sending, _driver.Publisher):
         self._init_sending(context)
 
 
-class Pusher(_Sending, _driver.Pusher):
+class Pusher(_Resolving, _Sending, _driver.Pusher):
     """zerorpc's ``Pusher(context=None)``; an event that no puller takes within ``timeout`` (30 s) raises TimeoutExpired."""
 
     def __init__(self, context: Any = None, **options: Any) -> None:
@@ -393,9 +405,14 @@ class Pusher(_Sending, _driver.Pusher):
 
 
 class _Receiving:
-    """zerorpc's receivers run the server hooks around each event (with no reply event)."""
+    """zerorpc's receivers: ``receiver(method, *args)`` runs a method here, and the server hooks
+    run around each event received (with no reply event)."""
 
     _middleware: Any
+
+    def __call__(self, method: str, *args: Any) -> Any:
+        """zerorpc's direct call: run ``method`` at once, with no hooks; NameError if there is none."""
+        return self._dispatcher.methods.lookup(method)(*args)  # type: ignore[attr-defined]
 
     def _handle(self, delivery: Any) -> None:  # type: ignore[override]
         hooks = _hooks_of(self._middleware)
@@ -405,11 +422,11 @@ class _Receiving:
             header = dict(delivery.header)
             for functor in hooks.get("load_task_context", ()):
                 functor(header)
-            event = Event(delivery.name, tuple(args), header)
+            event = Event(delivery.name, list(args), header)
             try:
                 for functor in hooks.get("server_before_exec", ()):
                     functor(event)
-                func(*args, **kwargs)
+                func(*event.args, **kwargs)
                 for functor in hooks.get("server_after_exec", ()):
                     functor(event, None)
             except Exception as exc:
@@ -419,7 +436,7 @@ class _Receiving:
         super()._handle(delivery._replace(func=run))  # type: ignore[misc]
 
 
-class Subscriber(_Receiving, _driver.Subscriber):
+class Subscriber(_Resolving, _Receiving, _driver.Subscriber):
     """zerorpc's ``Subscriber(methods=None, context=None)``."""
 
     def __init__(self, methods: Any = None, context: Any = None, **options: Any) -> None:
@@ -427,7 +444,7 @@ class Subscriber(_Receiving, _driver.Subscriber):
         super().__init__(methods, context=_zmq_context(context), **options)
 
 
-class Puller(_Receiving, _driver.Puller):
+class Puller(_Resolving, _Receiving, _driver.Puller):
     """zerorpc's ``Puller(methods=None, context=None)``."""
 
     def __init__(self, methods: Any = None, context: Any = None, **options: Any) -> None:

@@ -30,11 +30,16 @@ class ServerMiddleware(object):
     def __init__(self):
         self.journal = []
 
+    def resolve_endpoint(self, endpoint):
+        return endpoint.replace("tcp://svc:", "tcp://127.0.0.1:")
+
     def load_task_context(self, header):
         self.journal.append(["load_task_context", header.get("task_id"), header.get("who")])
 
     def server_before_exec(self, request_event):
         self.journal.append(["server_before_exec", request_event.name, list(request_event.args)])
+        if request_event.name == "echo":  # in place: the method gets the changed arguments
+            request_event.args[0] = request_event.args[0].strip().lower()
 
     def server_after_exec(self, request_event, reply_event):
         self.journal.append(["server_after_exec", request_event.name, reply_event and reply_event.name])
@@ -84,6 +89,9 @@ class Service(object):
     def slow(self, seconds):
         gevent.sleep(seconds)
         return seconds
+
+    def echo(self, value):
+        return value
 
     def journal(self):
         entries = list(middleware.journal)
@@ -137,20 +145,23 @@ elif role == "client":
     except zerorpc.TimeoutExpired:
         say("timeout", "TimeoutExpired")
     say("after timeout", middleware.journal[-1])
+    say("normalised by server_before_exec", client.echo("  HeLLo "))
+    say("exceptions module", zerorpc.exceptions.RemoteError is zerorpc.RemoteError)
     client.close()
 elif role == "puller":
     import gevent.event
     worker = Worker()
     puller = zerorpc.Puller(worker)
-    puller.bind(endpoint)
+    puller.bind(endpoint.replace("tcp://127.0.0.1:", "tcp://svc:"), resolve=True)  # resolve_endpoint
     gevent.spawn(puller.run)
     print("READY", flush=True)
     worker.done.wait(30)
     say("journal", middleware.journal)
+    say("direct call", puller("resize", "d.png", 40))
     puller.close()
 elif role == "pusher":
     pusher = zerorpc.Pusher()
-    pusher.connect(endpoint)
+    pusher.connect(endpoint, resolve=False)
     pusher.resize("a.png", 10)
     pusher("resize", "b.png", 20)
     pusher.resize("c.png", 30)
