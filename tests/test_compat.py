@@ -76,7 +76,9 @@ def test_zerorpc_program_runs_unchanged_with_the_same_results_and_hooks(server_i
     expected = _zerorpc_reference("server", "client")
     assert [step[0] for step in expected] == [
         "add", "call", "async", "stream", "remote error", "mapped error", "server journal", "client journal",
-        "timeout", "after timeout", "normalised by server_before_exec", "exceptions module"]
+        "timeout", "after timeout", "normalised by server_before_exec", "exceptions module",
+        "task context values", "async, blocking hook",
+        "async, raising hook", "rich journal"]
     assert _pair("server", "client", server_impl, client_impl) == expected
 
 
@@ -200,6 +202,52 @@ def test_an_event_that_raises_reaches_server_inspect_exception_with_no_reply_eve
 
 
 # -- the review's findings: what the program above does not show ------------------------------
+def test_client_hooks_see_the_wire_message_id_and_reply_headers_with_response_to() -> None:
+    server_context, client_context = zerorpc_compat.Context(), zerorpc_compat.Context()
+    received: List[bytes] = []
+    seen: List[object] = []
+    server_context.register_middleware({"load_task_context": lambda header: received.append(header["message_id"])})
+    client_context.register_middleware({
+        "client_before_request": lambda event: seen.append(dict(event.header)),
+        "client_after_request": lambda req, rep, exc: seen.append(rep.header)})
+    server = zerorpc_compat.Server(_Service(), context=server_context, heartbeat=1)
+    try:
+        endpoint = server.bind("tcp://127.0.0.1:*")
+        server.start()
+        with zerorpc_compat.Client(endpoint, context=client_context, heartbeat=1) as client:
+            assert client.add(1, 2) == 3
+            assert client.add(2, 2, async_=True).get(timeout=10) == 4
+    finally:
+        server.close()
+        server_context.term()
+        client_context.term()
+    assert len(received) == 2 and received[0] != received[1]
+    assert seen == [{"message_id": received[0], "v": 3}, {"v": 3, "response_to": received[0]},
+                    {"message_id": received[1], "v": 3}, {"v": 3, "response_to": received[1]}]
+
+
+@pytest.mark.parametrize("task_context,error", [
+    ({"zrpc_deadline": 1}, ValueError),  # zrpc's own keys stay zrpc's
+    ({"blob": object()}, TypeError),  # msgpack cannot encode it
+    ({"blob": "x" * 9000}, ValueError),  # over the 8 KiB of headers
+])
+def test_task_context_that_cannot_be_sent_is_refused_before_sending(compat_server, task_context, error) -> None:
+    endpoint, context = compat_server
+    calls: List[str] = []
+    context.register_middleware({"load_task_context": lambda header: calls.append("served")})
+    client_context = zerorpc_compat.Context()
+    client_context.register_middleware({"get_task_context": lambda: task_context})
+    try:
+        with zerorpc_compat.Client(endpoint, context=client_context, heartbeat=1) as client:
+            with pytest.raises(error):
+                client.add(1, 2)
+            with pytest.raises(error):
+                client.add(1, 2, async_=True)
+            assert calls == []  # nothing reached the server
+    finally:
+        client_context.term()
+
+
 def test_every_node_runs_resolve_endpoint() -> None:
     context = zerorpc_compat.Context()
     context.register_middleware({"resolve_endpoint": lambda endpoint: endpoint.replace("tcp://svc:", "tcp://127.0.0.1:")})

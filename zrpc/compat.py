@@ -24,17 +24,21 @@ replies), and the middleware comes from ``Context.get_instance()``.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import traceback as traceback_module
 import types
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
+import gevent
 import gevent.event
 import zmq
 
 from . import gevent as _driver
+from .core import protocol
 from .core.errors import LostRemote, RemoteError, TimeoutExpired
+from .core.intercept import MAX_HEADERS_SIZE, validate_headers
 from .core.methods import stream
 from .core.protocol import printable
 
@@ -263,30 +267,97 @@ class Server(_Resolving, _driver.Server):
 
 
 # -- client side ---------------------------------------------------------------------
+class _Outgoing:
+    """What zerorpc's client hooks made of the request this greenlet is sending: the message id
+    drawn for it (until the request takes it) and the header keys to send (any msgpack value)."""
+
+    __slots__ = ("ids", "message_id", "header")
+
+    def __init__(self, ids: "_MessageIds", message_id: Optional[bytes], header: Optional[Dict[str, Any]]) -> None:
+        self.ids = ids
+        self.message_id = message_id
+        self.header = header
+
+
+_OUTGOING: contextvars.ContextVar = contextvars.ContextVar("zrpc_compat_outgoing", default=None)
+
+
+class _MessageIds:
+    """A compat client's message ids: ``client_before_request`` sees, in ``event.header``, the id
+    its request then goes out with (zerorpc makes the event first), so one id is drawn early."""
+
+    def __init__(self, ids: Iterator[bytes]) -> None:
+        self._ids = ids
+
+    def __iter__(self) -> "_MessageIds":
+        return self
+
+    def __next__(self) -> bytes:
+        outgoing = _OUTGOING.get()
+        if outgoing is not None and outgoing.ids is self and outgoing.message_id is not None:
+            message_id, outgoing.message_id = outgoing.message_id, None
+            return message_id
+        return next(self._ids)
+
+    def draw(self) -> bytes:
+        return next(self._ids)
+
+
+def _outgoing_header(header: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The keys of a request event's header to send: any msgpack value, as in zerorpc (zrpc's own
+    ``headers`` take scalars only); the protocol's keys are the request's own, ``zrpc_*`` are refused."""
+    user = {key: value for key, value in header.items() if key not in _PROTOCOL_KEYS}
+    if not user:
+        return None
+    validate_headers(dict.fromkeys(user))  # the key rules
+    try:
+        size = len(protocol.encode(user, "", None))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"the task context or request header cannot be sent (msgpack: {exc}): "
+                        f"{printable(user, 200)}") from None
+    if size > MAX_HEADERS_SIZE:
+        raise ValueError(f"the task context and request header take {size} bytes, over the limit of "
+                         f"{MAX_HEADERS_SIZE}")
+    return user
+
+
+_PROTOCOL_KEYS = ("message_id", "v", "response_to")
+
+
 class _ClientHooks(_Interceptor):
     """Runs zerorpc's client hooks around a call, as a zrpc client interceptor."""
 
     _names = ("get_task_context", "client_before_request", "client_after_request", "client_handle_remote_error")
 
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._ids: Optional[_MessageIds] = None  # the client's, set once it has a session
+
     def __call__(self, call: Any, proceed: Callable[[], Any]) -> Any:
         hooks = self._hooks()
-        if hooks is None:
+        if hooks is None or self._ids is None:
             return proceed()
+        message_id = self._ids.draw()
         header = _task_context(hooks)
+        header.update(protocol.new_header(message_id))
         request = Event(call.method, tuple(call.args), header)
         for functor in hooks.get("client_before_request", ()):
             functor(request)
-        for key, value in request.header.items():
-            call.headers.setdefault(key, value)
+        token = _OUTGOING.set(_Outgoing(self._ids, message_id, _outgoing_header(request.header)))
         try:
             result = proceed()
         except Exception as exc:
             raise self._failed(hooks, request, exc) from None
+        finally:
+            _OUTGOING.reset(token)
         if call.async_:
             return self._future(hooks, request, result)
+        return self._settled(hooks, request, result)
+
+    def _settled(self, hooks: Mapping[str, List[Callable[..., Any]]], request: Event, result: Any) -> Any:
         if isinstance(result, _driver.Stream):
             return self._stream(hooks, request, result)
-        self._after(hooks, request, Event("OK", (result,)), None)
+        self._after(hooks, request, _reply(request, "OK", (result,)), None)
         return result
 
     def _failed(self, hooks: Mapping[str, List[Callable[..., Any]]], request: Event,
@@ -294,7 +365,7 @@ class _ClientHooks(_Interceptor):
         """zerorpc's order: handle_remote_error may swap a RemoteError, then after_request sees the outcome."""
         reply = None
         if isinstance(exc, RemoteError):
-            reply = _error_event(exc, {})
+            reply = _error_event(exc, _reply_header(request))
             for functor in hooks.get("client_handle_remote_error", ()):
                 replacement = functor(reply)
                 if replacement:
@@ -309,20 +380,21 @@ class _ClientHooks(_Interceptor):
             functor(request, reply, exc)
 
     def _future(self, hooks: Mapping[str, List[Callable[..., Any]]], request: Event, future: Any) -> Any:
+        """An AsyncResult that gets the call's outcome once the hooks ran on it, in a greenlet of its
+        own (as zerorpc does): a hook may block, and one that raises fails the AsyncResult."""
         outcome = gevent.event.AsyncResult()
 
-        def settle(done: Any) -> None:
-            if done.successful():
-                value = done.value
-                if isinstance(value, _driver.Stream):
-                    outcome.set(self._stream(hooks, request, value))
-                    return
-                self._after(hooks, request, Event("OK", (value,)), None)
-                outcome.set(value)
-            else:
-                outcome.set_exception(self._failed(hooks, request, done.exception))
+        def settle() -> None:
+            try:
+                try:
+                    value = future.get()
+                except Exception as exc:
+                    raise self._failed(hooks, request, exc) from None
+                outcome.set(self._settled(hooks, request, value))
+            except Exception as exc:
+                outcome.set_exception(exc)
 
-        future.rawlink(settle)
+        gevent.spawn(settle)
         return outcome
 
     def _stream(self, hooks: Mapping[str, List[Callable[..., Any]]], request: Event, items: Any) -> Iterator[Any]:
@@ -333,7 +405,16 @@ class _ClientHooks(_Interceptor):
             raise self._failed(hooks, request, exc) from None
         finally:
             items.close()
-        self._after(hooks, request, Event("STREAM_DONE", None), None)
+        self._after(hooks, request, _reply(request, "STREAM_DONE", None), None)
+
+
+def _reply_header(request: Event) -> Dict[str, Any]:
+    """A reply event's header as the client hooks see it: the reply's own message id is not kept."""
+    return {"v": protocol.VERSION, "response_to": request.header.get("message_id")}
+
+
+def _reply(request: Event, name: str, args: Any) -> Event:
+    return Event(name, args, _reply_header(request))
 
 
 #: zerorpc's call options, taken out of a call's keyword arguments.
@@ -353,9 +434,11 @@ class Client(_Resolving, _driver.Client):
     def __init__(self, connect_to: Any = None, context: Any = None, timeout: Optional[float] = 30,
                  heartbeat: Optional[float] = 5, passive_heartbeat: bool = False, **options: Any) -> None:
         self._middleware = _middleware_of(context)
-        interceptors = [_ClientHooks(self._middleware), *options.pop("interceptors", ())]
+        hooks = _ClientHooks(self._middleware)
+        interceptors = [hooks, *options.pop("interceptors", ())]
         super().__init__(None, timeout=timeout, heartbeat=heartbeat, passive_heartbeat=passive_heartbeat,
                          context=_zmq_context(context), interceptors=interceptors, **options)
+        self._message_ids = hooks._ids = self._session._ids = _MessageIds(self._session._ids)
         if connect_to:
             for endpoint in [connect_to] if isinstance(connect_to, str) else connect_to:
                 self.connect(endpoint)
@@ -374,6 +457,15 @@ class Client(_Resolving, _driver.Client):
 
     def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self.call(method, *args, **kwargs)
+
+    def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
+               headers: Optional[Dict[str, Any]] = None) -> Any:
+        outgoing = _OUTGOING.get()
+        if outgoing is not None and outgoing.ids is self._message_ids and outgoing.header:
+            # zerorpc's task context may hold any msgpack value: it joins the request here, past
+            # zrpc's header validation (scalars only); the client's own headers win a clash.
+            headers = {**outgoing.header, **headers} if headers else outgoing.header
+        return super()._start(method, args, kwargs, timeout, headers)
 
 
 # -- events --------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class ServerMiddleware(object):
         return endpoint.replace("tcp://svc:", "tcp://127.0.0.1:")
 
     def load_task_context(self, header):
+        self.last_header = header
         self.journal.append(["load_task_context", header.get("task_id"), header.get("who")])
 
     def server_before_exec(self, request_event):
@@ -71,6 +72,28 @@ class ClientMiddleware(object):
         return None
 
 
+class RichMiddleware(object):
+    """A second client's: task context values that are not scalars, the request and reply headers,
+    and an after-request hook that blocks (gevent I/O) or raises."""
+
+    def __init__(self):
+        self.journal = []
+
+    def get_task_context(self):
+        return {"trace": {"id": 7, "parent": None}, "tags": ["a", "b"]}
+
+    def client_before_request(self, event):
+        self.journal.append(["before", event.name, len(event.header["message_id"]), event.header["v"]])
+
+    def client_after_request(self, request_event, reply_event, exception):
+        gevent.sleep(0.01)  # e.g. shipping a span over the network
+        if reply_event is not None:
+            self.journal.append(["after", request_event.name, reply_event.header["v"],
+                                 reply_event.header["response_to"] == request_event.header["message_id"]])
+        if request_event.args and request_event.args[0] == "hook fails":
+            raise RuntimeError("the hook failed")
+
+
 class Service(object):
     def add(self, a, b):
         """Add two numbers."""
@@ -92,6 +115,9 @@ class Service(object):
 
     def echo(self, value):
         return value
+
+    def last_context(self):
+        return [middleware.last_header.get("trace"), middleware.last_header.get("tags")]
 
     def journal(self):
         entries = list(middleware.journal)
@@ -147,6 +173,19 @@ elif role == "client":
     say("after timeout", middleware.journal[-1])
     say("normalised by server_before_exec", client.echo("  HeLLo "))
     say("exceptions module", zerorpc.exceptions.RemoteError is zerorpc.RemoteError)
+    rich_context = zerorpc.Context()
+    rich = zerorpc.Client(context=rich_context, timeout=10)
+    rich_middleware = RichMiddleware()
+    rich_context.register_middleware(rich_middleware)
+    rich.connect(endpoint)
+    say("task context values", rich.last_context())
+    say("async, blocking hook", rich.echo("x", **{"async": True}).get(timeout=10))
+    try:
+        rich.echo("hook fails", **{"async": True}).get(timeout=10)
+    except RuntimeError as e:
+        say("async, raising hook", str(e))
+    say("rich journal", rich_middleware.journal)
+    rich.close()
     client.close()
 elif role == "puller":
     import gevent.event
