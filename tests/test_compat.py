@@ -17,16 +17,17 @@ from gevent import subprocess
 
 import zrpc
 import zrpc.compat as zerorpc_compat
+from zrpc.core.errors import LostRemote
 from conftest import PEERS, ROOT, free_tcp_endpoint, wait_until
 
 PROGRAM = os.path.join(PEERS, "zerorpc_program.py")
 IMPLEMENTATIONS = ("zerorpc", "compat")
 
 
-def _start(impl: str, role: str, endpoint: str) -> subprocess.Popen:
+def _start(impl: str, role: str, endpoint: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, PROGRAM, role, endpoint], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": ROOT, "ZERORPC_IMPL": impl})
+                            env={**os.environ, "PYTHONPATH": ROOT, "ZERORPC_IMPL": impl, **env})
 
 
 def _ready(proc: subprocess.Popen) -> None:
@@ -77,7 +78,7 @@ def test_zerorpc_program_runs_unchanged_with_the_same_results_and_hooks(server_i
     assert [step[0] for step in expected] == [
         "add", "call", "async", "stream", "remote error", "mapped error", "server journal", "client journal",
         "timeout", "after timeout", "normalised by server_before_exec", "exceptions module",
-        "task context values", "async, blocking hook",
+        "stream items further apart than the timeout", "task context values", "async, blocking hook",
         "async, raising hook", "rich journal"]
     assert _pair("server", "client", server_impl, client_impl) == expected
 
@@ -202,6 +203,27 @@ def test_an_event_that_raises_reaches_server_inspect_exception_with_no_reply_eve
 
 
 # -- the review's findings: what the program above does not show ------------------------------
+@pytest.mark.parametrize("server_impl", IMPLEMENTATIONS)
+def test_a_stream_without_a_timeout_between_items_still_fails_when_its_server_dies(server_impl: str) -> None:
+    # Items may come further apart than the timeout (as in zerorpc), but a dead server is still noticed.
+    endpoint = free_tcp_endpoint()
+    server = _start(server_impl, "server", endpoint, ZERORPC_HEARTBEAT="0.5")
+    try:
+        _ready(server)
+        with zerorpc_compat.Client(endpoint, timeout=0.5, heartbeat=0.5, context=zerorpc_compat.Context()) as client:
+            items = client.pause_stream(60)
+            assert next(items) == "first"
+            killer = gevent.spawn_later(1.5, server.kill)  # after three timeouts: the stream still waits
+            with gevent.Timeout(15):
+                with pytest.raises(LostRemote):
+                    next(items)
+            assert killer.dead and killer.successful()
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.communicate(timeout=10)
+
+
 def test_client_hooks_see_the_wire_message_id_and_reply_headers_with_response_to() -> None:
     server_context, client_context = zerorpc_compat.Context(), zerorpc_compat.Context()
     received: List[bytes] = []
@@ -278,7 +300,7 @@ def test_server_before_exec_may_replace_the_arguments(compat_server) -> None:
 def test_exceptions_module_imports_and_direct_call_of_a_missing_event_method() -> None:
     from zrpc.compat.exceptions import LostRemote as Lost, RemoteError as Remote, TimeoutExpired as Expired
 
-    assert (Remote, Expired, Lost) == (zerorpc_compat.RemoteError, zerorpc_compat.TimeoutExpired, zerorpc_compat.LostRemote)
+    assert (Remote, Expired, Lost) == (zerorpc_compat.RemoteError, zerorpc_compat.TimeoutExpired, LostRemote)
     puller = zerorpc_compat.Puller({"known": lambda: "ran"})
     try:
         assert puller("known") == "ran"

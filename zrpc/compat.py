@@ -417,6 +417,13 @@ def _reply(request: Event, name: str, args: Any) -> Event:
     return Event(name, args, _reply_header(request))
 
 
+def _untimed_stream(state: Any) -> Any:
+    """A stream of a compat client: as in zerorpc, the call's timeout bounds the wait for its first
+    item only; later items may take any time, and the heartbeats still detect a dead server."""
+    state.call.timeout = None
+    return _driver.Stream(state)
+
+
 #: zerorpc's call options, taken out of a call's keyword arguments.
 _CALL_OPTIONS = ("timeout", "async_", "async", "slots")
 
@@ -429,7 +436,10 @@ class Client(_Resolving, _driver.Client):
     gevent AsyncResult is returned) and ``slots=`` (ignored: zrpc's
     ``stream_window`` bounds a stream's buffer). Other keyword arguments go
     to the remote method. zrpc.Client's keyword options may follow.
+    The timeout bounds a stream's wait for its first item only, as in zerorpc.
     """
+
+    _stream_handle = staticmethod(_untimed_stream)
 
     def __init__(self, connect_to: Any = None, context: Any = None, timeout: Optional[float] = 30,
                  heartbeat: Optional[float] = 5, passive_heartbeat: bool = False, **options: Any) -> None:

@@ -1,6 +1,6 @@
 """Typical zerorpc 0.6.3 code, run unchanged on zerorpc or on ``zrpc.compat``.
 
-    ZERORPC_IMPL=zerorpc|compat python tests/peers/zerorpc_program.py ROLE ENDPOINT
+    ZERORPC_IMPL=zerorpc|compat [ZERORPC_HEARTBEAT=5] python tests/peers/zerorpc_program.py ROLE ENDPOINT
 
 ROLE is ``server`` (prints READY, serves until killed), ``client`` (runs a
 fixed sequence and prints one JSON line per step), ``puller`` (binds, prints
@@ -116,6 +116,12 @@ class Service(object):
     def echo(self, value):
         return value
 
+    @zerorpc.stream
+    def pause_stream(self, seconds):
+        yield "first"
+        gevent.sleep(seconds)  # items that come when something happens
+        yield "second"
+
     def last_context(self):
         return [middleware.last_header.get("trace"), middleware.last_header.get("tags")]
 
@@ -145,7 +151,7 @@ else:
 zerorpc.Context.get_instance().register_middleware(middleware)
 
 if role == "server":
-    server = zerorpc.Server(Service())
+    server = zerorpc.Server(Service(), heartbeat=float(os.environ.get("ZERORPC_HEARTBEAT", 5)))
     server.bind(endpoint)
     print("READY", flush=True)
     server.run()
@@ -173,6 +179,10 @@ elif role == "client":
     say("after timeout", middleware.journal[-1])
     say("normalised by server_before_exec", client.echo("  HeLLo "))
     say("exceptions module", zerorpc.exceptions.RemoteError is zerorpc.RemoteError)
+    quick = zerorpc.Client(timeout=0.5)
+    quick.connect(endpoint)
+    say("stream items further apart than the timeout", list(quick.pause_stream(1.0)))
+    quick.close()
     rich_context = zerorpc.Context()
     rich = zerorpc.Client(context=rich_context, timeout=10)
     rich_middleware = RichMiddleware()
