@@ -77,7 +77,7 @@ def test_zerorpc_program_runs_unchanged_with_the_same_results_and_hooks(server_i
     expected = _zerorpc_reference("server", "client")
     assert [step[0] for step in expected] == [
         "add", "call", "async", "stream", "remote error", "mapped error", "server journal", "client journal",
-        "timeout", "after timeout", "normalised by server_before_exec", "exceptions module",
+        "timeout", "after timeout", "normalised by server_before_exec", "zrpc.Client names", "exceptions module",
         "stream items further apart than the timeout", "task context values", "async, blocking hook",
         "async, raising hook", "rich journal"]
     assert _pair("server", "client", server_impl, client_impl) == expected
@@ -104,6 +104,9 @@ class _Service:
     @zrpc.stream
     def count(self, n):
         return iter(range(n))
+
+    def closed(self):
+        return "the remote closed()"
 
 
 @pytest.fixture
@@ -268,6 +271,20 @@ def test_task_context_that_cannot_be_sent_is_refused_before_sending(compat_serve
             assert calls == []  # nothing reached the server
     finally:
         client_context.term()
+
+
+def test_zrpc_client_features_stay_reachable_through_the_class(compat_server) -> None:
+    endpoint, context = compat_server
+    with zerorpc_compat.Client(endpoint, context=context, heartbeat=1) as client:
+        assert isinstance(client.with_options, zrpc.core.calling.RemoteMethod)  # a remote method here
+        assert zrpc.Client.timeout.__get__(client) == 30
+        native = zrpc.Client.with_options(client, timeout=5)  # zrpc's calling API, on this client
+        assert native.add(1, 2) == 3
+        assert native.call_async("add", 2, 3).get(timeout=10) == 5
+        batch = native.batch()
+        batch.add(1, 1)
+        assert batch.run() == [2]
+        assert client.closed is False and client("closed") == "the remote closed()"  # zrpc keeps `closed`
 
 
 def test_every_node_runs_resolve_endpoint() -> None:

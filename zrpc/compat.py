@@ -29,7 +29,7 @@ import logging
 import sys
 import traceback as traceback_module
 import types
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import gevent
 import gevent.event
@@ -37,6 +37,7 @@ import zmq
 
 from . import gevent as _driver
 from .core import protocol
+from .core.calling import RemoteMethod, remote_method_name
 from .core.errors import LostRemote, RemoteError, TimeoutExpired
 from .core.intercept import MAX_HEADERS_SIZE, validate_headers
 from .core.methods import stream
@@ -424,6 +425,30 @@ def _untimed_stream(state: Any) -> Any:
     return _driver.Stream(state)
 
 
+class _RemoteMethod(RemoteMethod):
+    """``client.name``: calling it is zerorpc's call (``timeout=``, ``async_=`` ... are options)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._caller._compat_call(self._name, args, kwargs)
+
+    def call_async(self, *args: Any, **kwargs: Any) -> Any:
+        """zrpc's ``call_async``: the keyword arguments all go to the remote method."""
+        return _driver.Client.call_async(self._caller, self._name, *args, **kwargs)
+
+
+class _Remote:
+    """A zrpc.Client attribute that zerorpc code may use as a remote method's name (zerorpc's
+    Client has only close/connect/bind/disconnect/debug): on a compat Client it is one."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, client: Any, owner: Optional[type] = None) -> Any:
+        return self if client is None else _RemoteMethod(client, self._name)
+
+
 #: zerorpc's call options, taken out of a call's keyword arguments.
 _CALL_OPTIONS = ("timeout", "async_", "async", "slots")
 
@@ -437,9 +462,15 @@ class Client(_Resolving, _driver.Client):
     ``stream_window`` bounds a stream's buffer). Other keyword arguments go
     to the remote method. zrpc.Client's keyword options may follow.
     The timeout bounds a stream's wait for its first item only, as in zerorpc.
+    zrpc.Client's public attributes that zerorpc lacks (``timeout``,
+    ``call``, ``batch``, ``with_options`` ...) are remote methods here, as in
+    zerorpc; ``zrpc.Client.with_options(client, ...)`` gives zrpc's calling API on this client.
     """
 
     _stream_handle = staticmethod(_untimed_stream)
+
+    batch, call, call_async, endpoints = _Remote(), _Remote(), _Remote(), _Remote()
+    heartbeat, stream_window, timeout, with_options = _Remote(), _Remote(), _Remote(), _Remote()
 
     def __init__(self, connect_to: Any = None, context: Any = None, timeout: Optional[float] = 30,
                  heartbeat: Optional[float] = 5, passive_heartbeat: bool = False, **options: Any) -> None:
@@ -453,20 +484,24 @@ class Client(_Resolving, _driver.Client):
             for endpoint in [connect_to] if isinstance(connect_to, str) else connect_to:
                 self.connect(endpoint)
 
-    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+    def _compat_call(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """zerorpc's call: ``timeout``/``async_``/``async``/``slots`` are options, the rest goes to the method."""
+        native = _driver.Client
         if not any(option in kwargs for option in _CALL_OPTIONS):
-            return super().call(method, *args, **kwargs)
+            return native.call(self, method, *args, **kwargs)
         timeout = kwargs.pop("timeout", self._timeout)
         asynchronous = bool(kwargs.pop("async_", False)) | bool(kwargs.pop("async", False))
         kwargs.pop("slots", None)
-        view = self.with_options(timeout=timeout)
+        view = native.with_options(self, timeout=timeout)
         if asynchronous:
             return view.call_async(method, *args, **kwargs)
         return view.call(method, *args, **kwargs)
 
     def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self.call(method, *args, **kwargs)
+        return self._compat_call(method, args, kwargs)
+
+    def __getattr__(self, method: str) -> _RemoteMethod:
+        return _RemoteMethod(self, remote_method_name(method))
 
     def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
                headers: Optional[Dict[str, Any]] = None) -> Any:

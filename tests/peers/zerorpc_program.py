@@ -125,6 +125,22 @@ class Service(object):
     def last_context(self):
         return [middleware.last_header.get("trace"), middleware.last_header.get("tags")]
 
+    # Named like zrpc.Client's attributes: zerorpc's Client has none of them.
+    def timeout(self):
+        return "timeout"
+
+    def call(self, value):
+        return ["call", value]
+
+    def batch(self):
+        return "batch"
+
+    def with_options(self):
+        return "with_options"
+
+    def heartbeat(self):
+        return "heartbeat"
+
     def journal(self):
         entries = list(middleware.journal)
         del middleware.journal[:]
@@ -178,6 +194,8 @@ elif role == "client":
         say("timeout", "TimeoutExpired")
     say("after timeout", middleware.journal[-1])
     say("normalised by server_before_exec", client.echo("  HeLLo "))
+    say("zrpc.Client names", client.timeout(), client.call(1), client.batch(), client.with_options(),
+        client.heartbeat())
     say("exceptions module", zerorpc.exceptions.RemoteError is zerorpc.RemoteError)
     quick = zerorpc.Client(timeout=0.5)
     quick.connect(endpoint)
