@@ -10,7 +10,10 @@ does not):
   as in zerorpc: ``async_`` returns a gevent ``AsyncResult``. Any other
   keyword argument goes to the remote method (zrpc servers take them).
 * ``stream``, ``rep``, ``Publisher``, ``Subscriber``, ``Pusher``, ``Puller``
-  and the exceptions.
+  and the exceptions (also as ``zrpc.compat.exceptions``).
+* A Client's attribute is a remote method unless zerorpc's Client has it
+  (``close``, ``connect``, ``bind``) or zrpc's own code needs it (``closed``,
+  ``max_message_size``, ``CLOSE_LINGER``).
 * ``Context`` with ``register_middleware`` and zerorpc's hook names, run
   by interceptors (zrpc's own hook API, see "Interceptors, deadlines and
   metrics") at the same points of a call as zerorpc runs them. The context
@@ -304,6 +307,10 @@ class _MessageIds:
         return next(self._ids)
 
 
+#: The header keys of the protocol: a request's own, never taken from the hooks' header.
+_PROTOCOL_KEYS = ("message_id", "v", "response_to")
+
+
 def _outgoing_header(header: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """The keys of a request event's header to send: any msgpack value, as in zerorpc (zrpc's own
     ``headers`` take scalars only); the protocol's keys are the request's own, ``zrpc_*`` are refused."""
@@ -320,9 +327,6 @@ def _outgoing_header(header: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         raise ValueError(f"the task context and request header take {size} bytes, over the limit of "
                          f"{MAX_HEADERS_SIZE}")
     return user
-
-
-_PROTOCOL_KEYS = ("message_id", "v", "response_to")
 
 
 class _ClientHooks(_Interceptor):
