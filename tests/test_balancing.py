@@ -269,3 +269,53 @@ def test_a_removed_server_takes_no_call_and_is_closed_once_its_calls_are_over():
     client.finish(call)
     assert client.maintain(0.1)[1] == [a]
     assert client.balancer.backends == [b]
+
+
+def test_a_timeout_shorter_than_a_heartbeat_interval_ejects_nobody():
+    # A healthy server says nothing on a call younger than an interval: silence proves nothing yet.
+    client = client_with(2)
+    call = start(client, timeout=0.5 * HB)[0]
+    client.expire(call)
+    assert not any(b.ejected for b in client.balancer.backends)
+    call = start(client, now=1.0, timeout=2 * HB)[0]  # two intervals of total silence: suspicious
+    client.expire(call)
+    assert call.backend.ejected
+
+
+def test_a_reply_brings_an_ejected_server_back_unless_it_is_stopping():
+    client = client_with(3)
+    a, b, c = client.balancer.backends
+    call, payload = start(client)
+    client.balancer.eject(call.backend, 0.0, "test")  # say its heartbeats were lost, yet it answers
+    assert call.backend.ejected
+    client.receive(answer(server(), payload), 0.1)
+    assert not call.backend.ejected
+    # a stopping server answers the calls it drains, but stays out until a new connection or a pong
+    stopping_srv = server()
+    stopping_srv.stop(0.0)
+    call, payload = start(client, now=1.0)
+    kind, _, _ = client.receive(answer(stopping_srv, payload, 1.0), 1.01)
+    assert kind == RETRY and call.backend.ejected and call.backend.stopping
+    refused = call.backend
+    other, other_payload = start(client, now=1.1)
+    other.backend = refused  # pretend it was one of the calls it was still draining
+    client.receive(answer(server(), other_payload, 1.1), 1.2)
+    assert refused.ejected
+    client.balancer.connected(refused)  # the restarted process is up
+    assert not refused.ejected and not refused.stopping
+
+
+def test_probes_given_up_on_leave_the_call_table():
+    client = ClientSession(heartbeat=None, stream_window=4, max_message_size=None)
+    for i in range(2):
+        client.balancer.add(f"socket-{i}", f"tcp://server-{i}")
+    frozen = client.balancer.backends[0]
+    client.balancer.eject(frozen, 0.0, "test")
+    now, sent = 0.0, 0
+    for _ in range(200):  # an unanswering server probed again and again, for minutes
+        now += 1.0
+        for call, _ in client.maintain(now)[0]:
+            client.probe_sent(call, now)
+            sent += 1
+        assert len(client.table) <= 1  # only the probe in flight, never the ones given up on
+    assert sent >= 10 and frozen.backoff == client.balancer.max_backoff

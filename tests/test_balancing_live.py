@@ -120,6 +120,58 @@ def test_calls_refused_by_a_stopping_server_are_retried_on_the_other_and_none_fa
     assert set(load.served) == {p.pid for p, _ in servers}
 
 
+def test_a_rolling_restart_loses_no_call(peer, client_factory):
+    # A drains and exits, a new A starts on the same endpoint, then B drains: the new A must be
+    # back in the rotation by the time B refuses calls (a new connection is a clean slate), so
+    # B's ServerStopping refusals are retried on it and not one call fails.
+    servers = replicas(peer, 2, "--delay", "0.005", "--grace", "5")
+    (first_a, endpoint_a), (server_b, _) = servers
+    client = client_factory([ep for _, ep in servers], heartbeat=HB, timeout=10)
+    backend_a = next(b for b in client._session.balancer.backends if b.endpoint == endpoint_a)
+    load = Load(client, callers=8)
+    try:
+        assert wait_until(lambda: len(load.served) == 2, timeout=15)
+        # long calls, some on A: it drains them for 2.5 s, answering probes ServerStopping
+        # meanwhile, so its next probe is seconds away when the new A comes up
+        only_a = client_factory(endpoint_a, heartbeat=HB, timeout=10)
+        long_calls = [only_a.sleep.call_async(2.5) for _ in range(2)]
+        assert wait_until(lambda: only_a._session.balancer.backends[0].in_flight == 2, timeout=5)
+        first_a.send_signal(signal.SIGTERM)
+        first_a.wait(timeout=15)
+        assert backend_a.ejected and backend_a.backoff >= 2 * HB  # it said ServerStopping while it drained
+        assert all(call.get(timeout=10) for call in long_calls)
+        second_a = peer("zrpc_replica.py", "bind", endpoint_a, str(HB), "--delay", "0.005", "--grace", "5")
+        # the client's socket reconnects to the new process (zmq retries every 100 ms)
+        assert wait_until(lambda: backend_a.transport.connections == 1, timeout=15, step=0.005)
+        # back at once with its new connection, not at its next probe (seconds away by now)
+        assert wait_until(lambda: not backend_a.ejected, timeout=0.1, step=0.005)
+        server_b.send_signal(signal.SIGTERM)  # at once: its refusals must find the new A
+        server_b.wait(timeout=15)
+        served_by_new_a = load.served.get(second_a.pid, 0)
+        assert wait_until(lambda: load.served.get(second_a.pid, 0) > served_by_new_a + 100, timeout=10)
+    finally:
+        load.stop()
+    assert load.failures == [], load.failures[:5]
+
+
+def test_a_request_that_waited_for_a_server_tells_it_what_is_left_of_its_timeout(client_factory):
+    endpoint = free_tcp_endpoint()
+    client = client_factory(endpoint, heartbeat=HB, timeout=3)
+    started = time.monotonic()
+    future = client.call_async("remaining")  # no server yet: call_async still returns at once
+    assert time.monotonic() - started < 0.5 and not future.ready()
+    gevent.sleep(1.5)
+    server = zrpc.Server({"remaining": lambda: zrpc.current_call().remaining()}, heartbeat=HB)
+    try:
+        server.bind(endpoint)
+        server.start()
+        seen = future.get(timeout=10)
+        left = 3 - (time.monotonic() - started)
+        assert seen <= left + 0.2 and seen < 2.0, (seen, left)  # not the whole 3 s again
+    finally:
+        server.close()
+
+
 def test_with_every_server_stopping_the_caller_gets_server_stopping(serve, client_factory):
     servers = [zrpc.Server({"f": lambda: 1}, heartbeat=HB) for _ in range(2)]
     endpoints = []

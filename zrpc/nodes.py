@@ -278,6 +278,10 @@ class NodeBase:
         return self._closed
 
 
+#: A request sent this long (s) after it was made gets its ``zrpc_timeout`` rewritten to what is left.
+_LATE = 0.01
+
+
 class ServerBase(NodeBase):
     """The loop-free part of a Server: one ROUTER for every endpoint, and what each message means.
 
@@ -577,7 +581,8 @@ class ClientBase(NodeBase):
     # -- interceptors ----------------------------------------------------------------
     def _run_chain(self, info: ClientCallInfo) -> Any:
         def send() -> Any:
-            future = self._start(info.method, info.args, info.kwargs, info.timeout, validate_headers(info.headers))
+            future = self._start(info.method, info.args, info.kwargs, info.timeout, validate_headers(info.headers),
+                                 async_=info.async_)
             return future if info.async_ else self._wait(future)
 
         try:
@@ -721,8 +726,15 @@ class ClientBase(NodeBase):
         or its security handshake fails."""
         transport = self._new_transport()
         transport.on_all_disconnected = lambda: self._on_disconnected(transport)
+        transport.on_connected = lambda: self._on_connected(transport)
         transport.on_event = self._guard.watch(transport.socket)
         return transport
+
+    def _on_connected(self, transport: Any) -> None:
+        """A connection came up on ``transport``: its server, if ejected, gets a clean slate."""
+        for backend in self._session.balancer.backends:
+            if backend.transport is transport:
+                self._session.balancer.connected(backend)
 
     def _on_handshake_failed(self, sock: zmq.Socket, exc: AuthenticationFailed) -> None:
         """A handshake on ``sock`` failed: fail the calls that went to it, wake the calls waiting to send."""
@@ -895,6 +907,8 @@ class ClientBase(NodeBase):
                       order: Optional[List[Backend]] = None) -> bool:
         """Hand a request to the first server, in the session's order, that is up and can take it now."""
         session = self._session
+        if not call.attempts and call.deadline is not None and now - call.sent_at > _LATE:
+            frames[-1] = session.with_remaining(call, frames[-1], now)  # it waited: say what is left
         for backend in session.send_order() if order is None else order:
             transport = backend.transport
             if self._can_take(transport) and transport.try_send(frames):

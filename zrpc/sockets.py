@@ -75,8 +75,8 @@ class SocketCore:
     ``setup(sock)`` (the owner's options: CURVE keys, buffers...) runs
     before any bind or connect. With ``track_connections`` a socket monitor
     counts live connections (``connections``) and reports every event to
-    ``on_event(event, value, endpoint)``; ``on_all_disconnected()`` runs when
-    the last one drops.
+    ``on_event(event, value, endpoint)``; ``on_connected()`` runs when the
+    first one is up, ``on_all_disconnected()`` when the last one drops.
     """
 
     def __init__(self, socket_type: int, context: zmq.Context, max_message_size: Optional[int] = None,
@@ -104,6 +104,7 @@ class SocketCore:
         self.frame: Optional[zmq.Frame] = None
         self.on_event: Optional[Callable[[int, int, str], None]] = None
         self.on_all_disconnected: Optional[Callable[[], None]] = None
+        self.on_connected: Optional[Callable[[], None]] = None
         #: A socket meant for a single peer (a client's bound socket): ``on_crowded()`` runs when a second connects.
         self.bound_peer_limit = False
         self.on_crowded: Optional[Callable[[], None]] = None
@@ -234,6 +235,8 @@ class SocketCore:
                     log.warning("%s", warning)
             if event == _HANDSHAKE_OK:
                 self.connections += 1
+                if self.connections == 1 and self.on_connected is not None:
+                    self.on_connected()
                 if self.connections > 1 and self.on_crowded is not None:
                     self.on_crowded()
             elif event == _DISCONNECTED and self.connections:

@@ -227,8 +227,8 @@ class Client(_Caller, ClientBase, Node):
         await self.close()
 
     # -- starting a call --------------------------------------------------------
-    def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
-               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None) -> asyncio.Future:
+    def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any], timeout: Optional[float],
+               headers: Optional[Dict[str, Any]] = None, async_: bool = False) -> asyncio.Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self._closed:

@@ -27,13 +27,16 @@ Theory of operation
 * **Probes.** An ejected server gets a ``_zerorpc_ping`` of the client's own
   (never a user's call) once its backoff passed: the first interval is
   ``probe_backoff``, doubling after each unanswered probe up to
-  ``max_backoff``. A pong (or any reply on one of its calls) brings it back
-  with a clean slate; ``ServerStopping`` or silence keeps it out.
+  ``max_backoff``. A pong (or any reply on one of its calls, unless it was
+  ejected because it is stopping) brings it back with a clean slate;
+  ``ServerStopping`` or silence keeps it out. A new connection to it (the
+  process restarted, the network came back) also brings it back: that is
+  how a server restarted in a rolling restart returns at once.
 * **Fallback.** Ejected servers come last in the order, so a call still
   goes to one of them when no server in the rotation can take it now
   (all down, or their queues full) rather than nowhere; the retry of a
   call refused with ``ServerStopping`` only goes to a server in the
-  rotation.
+  rotation (an ejected one may be hung: better the caller hears at once).
 * **Removal.** A server removed (its DNS record went away) takes no new
   call; once its calls in flight are over, :meth:`Balancer.drained` hands
   it to the driver to close.
@@ -42,7 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["Backend", "Balancer", "ResolvedName", "split_tcp_endpoint", "tcp_endpoint"]
 
@@ -53,7 +56,7 @@ class Backend:
     """One server as the client sees it: its socket (``transport``), calls in flight, health."""
 
     __slots__ = ("transport", "endpoint", "in_flight", "last_heard", "ejected", "retry_at",
-                 "backoff", "probe", "removed", "sent")
+                 "backoff", "probe", "removed", "sent", "stopping")
 
     def __init__(self, transport: Any, endpoint: str, backoff: float) -> None:
         self.transport = transport
@@ -63,6 +66,8 @@ class Backend:
         #: When anything last arrived from this server on a call (``-inf``: never).
         self.last_heard = float("-inf")
         self.ejected = False
+        #: Ejected because it said ServerStopping: only a pong or a new connection brings it back.
+        self.stopping = False
         self.retry_at = 0.0
         self.backoff = backoff
         #: The client's own ``_zerorpc_ping`` in flight to an ejected server, if any.
@@ -92,6 +97,8 @@ class Balancer:
         #: Servers not removed (the ones a call may go to).
         self.active = 0
         self._rotation = 0
+        #: Called with each probe the balancer stops waiting for (its owner forgets the call).
+        self.forget_probe: Optional[Callable[[Any], None]] = None
 
     # -- the servers ------------------------------------------------------------
     def add(self, transport: Any, endpoint: str) -> Backend:
@@ -157,29 +164,43 @@ class Balancer:
 
     # -- health -------------------------------------------------------------------
     def heard(self, backend: Backend, now: float) -> None:
-        """Something arrived from ``backend`` on one of its calls: it is alive (an ejected one comes back)."""
+        """A reply arrived from ``backend`` on one of its calls: it is alive (an ejected one comes back,
+        unless it is stopping: a draining server still answers the calls it has)."""
         backend.last_heard = now
+        if backend.ejected and not backend.stopping:
+            self.readmit(backend)
+
+    def connected(self, backend: Backend) -> None:
+        """A new connection to ``backend`` is up (a restarted process, a network back): a clean slate."""
         if backend.ejected:
+            log.info("server %s connected again", backend.endpoint)
             self.readmit(backend)
 
     def readmit(self, backend: Backend) -> None:
         """Back into the rotation, with a clean slate."""
         if backend.ejected:
             log.info("server %s answers again: back in the rotation", backend.endpoint)
-        backend.ejected = False
+        backend.ejected = backend.stopping = False
         backend.backoff = self.probe_backoff
-        backend.probe = None
+        self._drop_probe(backend)
 
-    def eject(self, backend: Backend, now: float, why: str) -> None:
-        """Take ``backend`` out of the rotation (it stopped answering, or it is stopping) until a probe says otherwise."""
+    def eject(self, backend: Backend, now: float, why: str, stopping: bool = False) -> None:
+        """Take ``backend`` out of the rotation (it stopped answering, or it is ``stopping``) until a
+        probe, a reply or a new connection says otherwise."""
         if backend.removed or not self.several:
             return
         if not backend.ejected:
             log.warning("server %s taken out of the rotation: %s; probing it in %gs",
                         backend.endpoint, why, backend.backoff)
             backend.ejected = True
+        backend.stopping = backend.stopping or stopping
         backend.retry_at = now + backend.backoff
-        backend.probe = None
+        self._drop_probe(backend)
+
+    def _drop_probe(self, backend: Backend) -> None:
+        probe, backend.probe = backend.probe, None
+        if probe is not None and self.forget_probe is not None:
+            self.forget_probe(probe)
 
     def probes_due(self, now: float) -> List[Backend]:
         """Ejected servers due a probe now (none is in flight to them)."""
@@ -198,7 +219,7 @@ class Balancer:
 
     def probe_failed(self, backend: Backend, now: float) -> None:
         """A probe went unanswered (or the server said it is stopping): wait twice as long for the next."""
-        backend.probe = None
+        self._drop_probe(backend)
         backend.backoff = min(backend.backoff * 2, self.max_backoff)
         backend.retry_at = now + backend.backoff
 

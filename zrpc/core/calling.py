@@ -62,7 +62,7 @@ class Caller:
         client = self._client
         if client._interceptors:
             return client._intercepted(method, args, kwargs, self._timeout, self._headers, True)
-        return client._start(method, args, kwargs, self._timeout, self._headers)
+        return client._start(method, args, kwargs, self._timeout, self._headers, async_=True)
 
     def __getattr__(self, method: str) -> RemoteMethod:
         return RemoteMethod(self, remote_method_name(method))

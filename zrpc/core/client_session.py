@@ -115,6 +115,7 @@ class ClientSession(Session):
         self.balancer = Balancer(probe_backoff=interval, max_backoff=6 * interval,
                                  probe_timeout=max(self.lost_after, 5 * self.IDLE_TICK) if not self.heartbeat
                                  else self.lost_after)
+        self.balancer.forget_probe = self.table.discard  # a probe it gave up on leaves the table
         #: The ``tcp://NAME:PORT`` endpoints whose addresses are servers.
         self.names: List[ResolvedName] = []
 
@@ -165,6 +166,18 @@ class ClientSession(Session):
         if self.balancer.active > 1:
             call.payload = payload  # another server may have to take it (ServerStopping)
         return call, payload
+
+    def with_remaining(self, call: ClientCall, payload: bytes, now: float) -> bytes:
+        """``call``'s request ``payload`` with ``zrpc_timeout`` set to what is left of its timeout at ``now``
+        (for a request sent late: after waiting for a server, or again after ServerStopping)."""
+        if call.deadline is None:
+            return payload
+        header, name, args = protocol.decode(payload, None)
+        header[TIMEOUT_KEY] = max(0.0, call.deadline - now)
+        payload = protocol.encode(header, name, args)
+        if call.payload is not None:
+            call.payload = payload  # what a retry would send
+        return payload
 
     def send_order(self) -> List[Backend]:
         """The servers to offer a new request to, in order (fewest calls in flight first)."""
@@ -217,9 +230,9 @@ class ClientSession(Session):
             error = self._remote_error(call, args)
             if type(error) is ServerStopping:
                 return self._stopping(call, error, now)
-            call.backend.last_heard = now
+            self.balancer.heard(call.backend, now)
             return (ERROR, call, error)
-        call.backend.last_heard = now
+        self.balancer.heard(call.backend, now)
         if name == protocol.STREAM:
             window = call.window
             if window is None:
@@ -266,12 +279,9 @@ class ClientSession(Session):
     def _stopping(self, call: ClientCall, error: ServerStopping, now: float) -> Tuple[str, ClientCall, Any]:
         """A server refused ``call`` before running it because it is stopping: out of the rotation, retry elsewhere."""
         balancer = self.balancer
-        balancer.eject(call.backend, now, "it is stopping (ServerStopping)")
+        balancer.eject(call.backend, now, "it is stopping (ServerStopping)", stopping=True)
         if call.payload is not None and call.attempts < len(balancer.backends) and balancer.order(retry=True):
-            if call.deadline is not None:  # the next server gets what is left of the timeout, not all of it
-                header, name, args = protocol.decode(call.payload, None)
-                header[TIMEOUT_KEY] = max(0.0, call.deadline - now)
-                call.payload = protocol.encode(header, name, args)
+            call.payload = self.with_remaining(call, call.payload, now)  # not all of its timeout again
             return (RETRY, call, error)
         call.payload = None
         return (ERROR, call, error)
@@ -290,14 +300,18 @@ class ClientSession(Session):
     def expire(self, call: ClientCall) -> Optional[Tuple[TimeoutExpired, bytes]]:
         """The call's timeout passed: (the caller's error, the cancel to send), or None if it is over.
 
-        If nothing at all came from its server since the call was sent, the
-        server is taken out of the rotation.
+        If nothing at all came from its server since the call was sent, and
+        the call waited long enough for a healthy server to have sent a
+        heartbeat (1.5 intervals), the server is taken out of the rotation.
         """
         if not self.in_flight(call):
             return None
         self.finish(call)
         backend = call.backend
-        if backend.last_heard < call.sent_at:
+        interval = self.table.interval
+        # Silence means something only once a healthy server would have spoken: with heartbeats, it
+        # sends one on every call older than an interval (a shorter timeout proves nothing).
+        if backend.last_heard < call.sent_at and (interval is None or (call.timeout or 0.0) >= 1.5 * interval):
             self.balancer.eject(backend, call.sent_at + (call.timeout or 0.0),
                                 f"a call timed out after {call.timeout:g}s with no word from it")
         return (TimeoutExpired(call.timeout, self.calling(call.method)),
@@ -351,7 +365,8 @@ class ClientSession(Session):
             balancer = self.balancer
             for call in [c for c in lost if isinstance(c, ClientCall) and c.probe]:
                 lost.remove(call)
-                balancer.probe_failed(call.backend, now)
+                if call.backend.probe is call:  # an older probe's loss says nothing of the current one
+                    balancer.probe_failed(call.backend, now)
         return pings, lost
 
     # -- servers: probes, removal, DNS -------------------------------------------
@@ -390,6 +405,7 @@ class ClientSession(Session):
         if backend.probe is not call:
             return  # an old probe answering late: the current one decides
         if name == protocol.ERR and protocol.unwrap_error(args)[0] == "ServerStopping":
+            backend.stopping = True
             self.balancer.probe_failed(backend, call.last_recv)
         elif name in (protocol.OK, protocol.ERR):
             backend.last_heard = call.last_recv

@@ -187,7 +187,7 @@ class Client(_Caller, ClientBase, Node):
 
     # -- starting a call ------------------------------------------------------
     def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
-               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None) -> Future:
+               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None, async_: bool = False) -> Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self.closed:
@@ -201,20 +201,32 @@ class Client(_Caller, ClientBase, Node):
         timeout = call.timeout  # at most what remains of the deadline of the call being served
         call.future = future = AsyncResult()
         frames = [b"", payload]
-        if not self._send_request(call, frames, start):
-            try:
-                self._send_request_slowly(call, frames, None if timeout is None else start + timeout)
-            except TimeoutExpired:
-                future.set_exception(TimeoutExpired(
-                    timeout, self._session.calling(method) + " (no server took it)"))
-                return future
-            except (AuthenticationFailed, TooManyServers) as exc:
-                future.set_exception(exc)
-                return future
+        if self._send_request(call, frames, start):
+            self._start_timer(call, start, timeout)
+        elif async_:  # call_async returns at once: the waiting for a server goes on in a greenlet
+            gevent.spawn(self._send_late, call, frames, start, timeout)
+        else:
+            self._send_late(call, frames, start, timeout)
+        return future
+
+    def _send_late(self, call: ClientCall, frames: List[Any], start: float, timeout: Optional[float]) -> None:
+        """No server could take the request at once: wait for one (until the timeout), then send it."""
+        future = call.future
+        try:
+            self._send_request_slowly(call, frames, None if timeout is None else start + timeout)
+        except TimeoutExpired:
+            future.set_exception(TimeoutExpired(
+                timeout, self._session.calling(call.method) + " (no server took it)"))
+            return
+        except (AuthenticationFailed, TooManyServers, ClosedError) as exc:
+            future.set_exception(exc)
+            return
+        self._start_timer(call, start, timeout)
+
+    def _start_timer(self, call: ClientCall, start: float, timeout: Optional[float]) -> None:
         if timeout is not None:
             call.timer = self._hub_loop.timer(max(start + timeout - call.last_sent, 0.0))
             call.timer.start(self._expire, call)
-        return future
 
     def _send_request_slowly(self, call: ClientCall, frames: List[Any], deadline: Optional[float]) -> None:
         """Wait until some socket can take the request, or raise TimeoutExpired at ``deadline``."""
