@@ -508,13 +508,13 @@ class Client(_Resolving, _driver.Client):
         return _RemoteMethod(self, remote_method_name(method))
 
     def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
-               headers: Optional[Dict[str, Any]] = None) -> Any:
+               headers: Optional[Dict[str, Any]] = None, async_: bool = False) -> Any:
         outgoing = _OUTGOING.get()
         if outgoing is not None and outgoing.ids is self._message_ids and outgoing.header:
             # zerorpc's task context may hold any msgpack value: it joins the request here, past
             # zrpc's header validation (scalars only); the client's own headers win a clash.
             headers = {**outgoing.header, **headers} if headers else outgoing.header
-        return super()._start(method, args, kwargs, timeout, headers)
+        return super()._start(method, args, kwargs, timeout, headers, async_=async_)
 
 
 # -- events --------------------------------------------------------------------------
