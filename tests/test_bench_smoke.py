@@ -81,23 +81,25 @@ def test_targets_are_reported(quick_run):
     assert len(aio) == 3 and all(t["status"] in ("PASS", "MISS") for t in aio), aio
 
 
-def test_metrics_ab_runs_and_prints_a_ratio():
-    proc = subprocess.run([sys.executable, "-m", "bench.metrics_ab", "--rounds", "2", "--window", "0.1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": ROOT})
+def run_bench(module: str, *args: str, timeout: float = 100) -> subprocess.CompletedProcess:
+    """``python -m bench.MODULE ARGS`` from the repo; fails the test unless it exits 0."""
+    proc = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_metrics_ab_runs_and_prints_a_ratio():
+    proc = run_bench("metrics_ab", "--rounds", "2", "--window", "0.1", timeout=120)
     assert "median ratio on/off: " in proc.stdout
 
 
 @pytest.mark.timeout(120)
 def test_balance_bench_runs_both_policies_on_the_same_servers():
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.balance", "--runs", "1", "--duration", "0.3", "--callers", "8"],
-        cwd=ROOT, capture_output=True, text=True, timeout=100, env={**os.environ, "PYTHONPATH": ROOT},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("balance", "--runs", "1", "--duration", "0.3", "--callers", "8")
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("| ")}
     assert {"least-in-flight", "round-robin", "least-in-flight / round-robin"} <= set(rows), proc.stdout
+
     def slow_share(row: str) -> float:
         return float(row.split("|")[3].strip().rstrip("%"))
 
@@ -110,11 +112,7 @@ def test_balance_bench_runs_both_policies_on_the_same_servers():
 
 @pytest.mark.timeout(120)
 def test_scale_bench_runs_every_setup_and_prints_its_ratios():
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "--runs", "1", "--duration", "0.3", "--only", "cpu,seq"],
-        cwd=ROOT, capture_output=True, text=True, timeout=100, env={**os.environ, "PYTHONPATH": ROOT},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench("scale", "--runs", "1", "--duration", "0.3", "--only", "cpu,seq")
     rows = {" ".join(line.split()[:2]): line.split() for line in proc.stdout.splitlines() if line.startswith("cpu ")}
     # one column per setup, each with a rate: the ceiling (two servers, no router) measured beside --workers 2
     assert len(rows["cpu calls/s"]) == 2 + 4 and "-" not in rows["cpu calls/s"], proc.stdout

@@ -59,7 +59,7 @@ def test_a_channel_stays_on_the_worker_that_took_its_call():
     kind, first = router.from_client(b"a", ENVELOPE, request(b"c1"), 0.0)
     kind2, second = router.from_client(b"a", ENVELOPE, request(b"c2"), 0.0)
     assert kind == kind2 == FORWARD and first is not second  # the fewest in flight
-    for name, args in ((protocol.HEARTBEAT, [0]), (protocol.MORE, [10]), (protocol.CANCEL, None)):
+    for name, args in ((protocol.HEARTBEAT, [0]), (protocol.MORE, [10])):
         assert router.from_client(b"a", ENVELOPE, event(b"c1", name, args), 0.1) == (FORWARD, first)
         assert router.from_client(b"a", ENVELOPE, event(b"c2", name, args), 0.1) == (FORWARD, second)
     # Another client's channel of the same id is another channel.
@@ -214,3 +214,40 @@ def test_an_idle_worker_is_never_silent_and_its_clock_starts_with_its_first_call
     assert worker.silent
     # with every worker silent, calls still go somewhere rather than nowhere
     assert router.from_client(b"a", ENVELOPE, request(b"still"), 102.2) == (FORWARD, worker)
+
+
+def test_a_cancel_reaches_the_worker_and_ends_the_channel_at_once():
+    # The worker answers a cancel with nothing: waiting for its reply would keep the channel (and
+    # the worker's count) until the idle sweep, or for ever without heartbeats.
+    router = ChannelRouter(2, heartbeat=None)
+    for w in router.workers:
+        w.ready = True
+    worker = router.from_client(b"a", ENVELOPE, request(b"c1"), 0.0)[1]
+    assert router.from_client(b"a", ENVELOPE, event(b"c1", protocol.CANCEL), 0.1) == (FORWARD, worker)
+    assert router.channels == 0 and worker.in_flight == 0 and worker.served == 0
+    assert router.from_client(b"a", ENVELOPE, event(b"c1", protocol.HEARTBEAT, [0]), 0.2) == (DROP, None)
+    router.from_worker(worker, b"a", event(b"c1", protocol.ERR, ["E", "m", ""]), 0.3)  # a late end
+    assert worker.in_flight == 0
+
+
+def test_a_call_its_worker_cannot_queue_is_answered_server_busy_and_forgotten():
+    router = ChannelRouter(1, heartbeat=None)
+    worker = router.workers[0]
+    worker.ready = True
+    payload = request(b"full")
+    assert router.from_client(b"a", ENVELOPE, payload, 0.0) == (FORWARD, worker)
+    answer = router.undeliverable(b"a", ENVELOPE, payload)
+    header, name, args = protocol.decode(answer[-1])
+    assert answer[:-1] == ENVELOPE and header["response_to"] == b"full" and name == protocol.ERR
+    assert args[0] == "ServerBusy" and router.channels == 0 and worker.in_flight == 0
+    # a heartbeat that could not be queued: nothing to answer
+    router.from_client(b"a", ENVELOPE, request(b"open"), 0.0)
+    assert router.undeliverable(b"a", ENVELOPE, event(b"open", protocol.HEARTBEAT, [0])) is None
+    assert router.channels == 1
+
+
+def test_a_revoked_client_gets_no_status_either():
+    router = ChannelRouter(1, heartbeat=None)
+    kind, answer = router.from_client(b"a", ENVELOPE, request(b"s", "_zrpc_status", ()), 0.0, lambda: True)
+    assert kind == SEND and protocol.decode(answer[-1])[2][0] == "AuthenticationFailed"
+    assert router.from_client(b"a", ENVELOPE, request(b"s2", "_zrpc_status", ()), 0.0, lambda: False)[0] == STATUS

@@ -205,6 +205,94 @@ def test_a_client_cannot_forge_the_caller_the_router_names(shared):
         context.term()
 
 
+def test_a_client_reusing_a_chosen_routing_id_is_seen_as_itself(tmp_path):
+    # A routing id a client chooses (ZMQ_ROUTING_ID) can come back on another connection once the
+    # first one is gone: the router must not hand the newcomer its predecessor's identity.
+    public_file, secret_file = zrpc.security.write_certificates(str(tmp_path / "server"))
+    server = WorkersServer(2, "--curve-secret", secret_file)
+    try:
+        seen = []
+        for _ in range(2):  # alice, then bob, on the same routing id
+            public, secret = zrpc.curve_keypair()
+            client = zrpc.Client(server.endpoint, heartbeat=HB, timeout=10, curve_server_key=public_file,
+                                 curve_secret_key=secret, socket_options={zmq.ROUTING_ID: b"chosen-id"})
+            try:
+                assert wait_until(lambda: _answers(client), 30, step=0.1)
+                seen.append((public.decode(), client.caller()["user_id"]))
+            finally:
+                client.close()
+        (alice, seen_alice), (bob, seen_bob) = seen
+        assert seen_alice == alice and seen_bob == bob != alice
+    finally:
+        server.client.close()
+        server.proc.send_signal(signal.SIGTERM)
+        server.finish()
+
+
+def test_cancelled_calls_leave_the_router_at_once_even_without_heartbeats(workers_server):
+    server = workers_server(2, heartbeat=0)
+    client = zrpc.Client(server.endpoint, heartbeat=None, timeout=10)
+    try:
+        for _ in range(6):  # each timeout sends zrpc's cancel, which the worker answers with nothing
+            with pytest.raises(zrpc.TimeoutExpired):
+                client.with_options(timeout=0.1).slow(60)
+        assert wait_until(lambda: server.status()["in_flight"] == 0, 5), server.status()
+        assert not any(w["silent"] for w in server.status()["workers"])
+    finally:
+        client.close()
+
+
+def test_a_long_tmpdir_does_not_stop_the_workers(tmp_path):
+    # ipc paths are limited to 107 bytes: the private directory must not inherit a long $TMPDIR.
+    long_tmp = tmp_path / ("t" * 100)
+    long_tmp.mkdir()
+    endpoint = free_tcp_endpoint()
+    proc = gevent.subprocess.Popen(
+        [sys.executable, "-m", "zrpc", "serve", "--workers", "2", "--bind", endpoint, "--heartbeat", str(HB),
+         "workers_service:Service"], cwd=PEERS, env={**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(long_tmp)},
+        stdout=gevent.subprocess.DEVNULL, stderr=gevent.subprocess.PIPE, text=True)
+    client = zrpc.Client(endpoint, heartbeat=HB, timeout=10)
+    try:
+        assert wait_until(lambda: _answers(client) and all(w["ready"] for w in client.call("_zrpc_status")["workers"]),
+                          30, step=0.1)
+        assert len({client.pid() for _ in range(4)}) == 2
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+
+
+def test_a_worker_whose_start_fails_slowly_is_restarted_with_a_growing_delay(tmp_path):
+    mark = tmp_path / "fail"
+    endpoint = free_tcp_endpoint()
+    proc = gevent.subprocess.Popen(
+        [sys.executable, "-m", "zrpc", "serve", "--workers", "2", "--bind", endpoint, "--heartbeat", str(HB),
+         "slow_failing_service:Service"], cwd=PEERS,
+        env={**os.environ, "PYTHONPATH": ROOT, "ZRPC_TEST_FAIL_MARK": str(mark)},
+        stdout=gevent.subprocess.DEVNULL, stderr=gevent.subprocess.PIPE, text=True)
+    client = zrpc.Client(endpoint, heartbeat=HB, timeout=10)
+    try:
+        assert wait_until(lambda: _answers_status(client), 30, step=0.1)
+        mark.write_text("")  # from now on every new worker fails, 1.2 s into its start
+        os.kill(client.call("_zrpc_status")["workers"][0]["pid"], signal.SIGKILL)
+        # it never serves again: each failure is a quick death, however long the start took
+        assert wait_until(lambda: client.call("_zrpc_status")["workers"][0]["restarts"] >= 3, 20, step=0.1)
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    delays = [line.rsplit(" in ", 1)[1] for line in err.splitlines() if "restarting it in " in line]
+    assert delays[:2] == ["0.1s", "0.2s"], err[-3000:]
+
+
+def _answers_status(client: Any) -> bool:
+    try:
+        return all(w["ready"] for w in client.with_options(timeout=2).call("_zrpc_status")["workers"])
+    except zrpc.TimeoutExpired:
+        return False
+
+
 def test_behind_router_is_refused_on_an_endpoint_clients_reach():
     run = gevent.subprocess.run([sys.executable, "-m", "zrpc", "serve", "--behind-router",
                           "--bind", "tcp://127.0.0.1:1", "time"], capture_output=True, text=True, timeout=30)
@@ -486,10 +574,13 @@ def _answers(client: Any) -> bool:
 
 
 # -- the Python API, and clients that vanish ------------------------------------------------------
-def test_workers_from_python_and_a_stop_shorter_than_grace():
+@pytest.mark.parametrize("stop", ["0.5", "0"], ids=["stop-0.5", "stop-now"])
+def test_workers_from_python_and_a_stop_shorter_than_grace(stop):
+    # stop(0) sends the drain and the cancel at once: the worker must see both (two SIGTERMs would
+    # merge into one, and the call would drain its whole grace, then be killed: LostRemote).
     endpoint = free_tcp_endpoint()
     proc = gevent.subprocess.Popen([sys.executable, os.path.join(PEERS, "workers_api.py"), endpoint, str(HB),
-                                    "60", "0.5"], cwd=PEERS, env={**os.environ, "PYTHONPATH": ROOT},
+                                    "60", stop], cwd=PEERS, env={**os.environ, "PYTHONPATH": ROOT},
                                    stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.PIPE, text=True)
     client = zrpc.Client(endpoint, heartbeat=HB, timeout=10)
     try:

@@ -103,12 +103,26 @@ class _PollZap(ZapHandler):
         return self._sock
 
 
-def _die_with_parent() -> None:
-    # In the child, before exec: SIGTERM (a drain) if the supervisor dies, so no worker is orphaned.
-    try:
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """In the child, before exec: SIGTERM (a drain) if the supervisor dies, so no worker is orphaned."""
+    def arm() -> None:
+        try:
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # the supervisor died before the line above: nobody would tell us
+            os._exit(1)
+    return arm
+
+
+def _private_dir() -> str:
+    """A new 0700 directory for the workers' ipc endpoints, with paths short enough for ipc.
+
+    A Unix socket path is at most 107 bytes; a long $TMPDIR would make every
+    worker endpoint unusable, so /tmp is used instead of one over 60.
+    """
+    base = tempfile.gettempdir()
+    return tempfile.mkdtemp(prefix="zrpc-workers-", dir=base if len(base) <= 60 else "/tmp")
 
 
 def _recv(sock: zmq.Socket) -> List[zmq.Frame]:
@@ -160,7 +174,8 @@ class _Slot:
         self.started = 0.0
         self.delay = 0.0
         self.start_at: Optional[float] = 0.0  # when to start the next process; None: never
-        self.cancelled = False  # told to cancel its calls (a second SIGTERM)
+        self.cancelled = False  # told to cancel its calls (a second signal)
+        self.ready_at: Optional[float] = None  # when its current process first connected
 
 
 class Workers:
@@ -212,7 +227,7 @@ class Workers:
         self._front.setsockopt(zmq.RCVHWM, HWM)
         if self._guard is not None:
             self._guard.setup(self._front)
-        self._dir = tempfile.mkdtemp(prefix="zrpc-workers-")  # mode 0700: only this user reaches the workers
+        self._dir = _private_dir()  # mode 0700: only this user reaches the workers
         #: Where each worker writes its metrics snapshot (``metrics=True``), else None.
         self.metrics_dir: Optional[str] = None
         if metrics:
@@ -317,7 +332,7 @@ class Workers:
         for slot in self._slots:
             self._drop_socket(slot)
         self._front.close(linger=int(_LINGER * 1000))
-        self._context.term()
+        self._context.destroy(linger=0)  # any socket left open (a failed start) must not block the exit
         for endpoint in self._bound:
             if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
                 try:
@@ -336,8 +351,8 @@ class Workers:
         """What ``zrpc status`` shows: per worker its pid, restarts, calls in flight and served."""
         status = self._router.status()
         for entry, slot in zip(status["workers"], self._slots):
-            alive = slot.proc is not None and slot.proc.returncode is None
-            entry["pid"] = slot.proc.pid if alive else None  # type: ignore[union-attr]
+            proc = slot.proc  # once: a scrape thread may ask while the loop reaps
+            entry["pid"] = proc.pid if proc is not None and proc.returncode is None else None
             entry["restarts"] = slot.restarts
         status.update(target=self.target, pid=os.getpid(), endpoints=self.endpoints)
         return status
@@ -360,10 +375,10 @@ class Workers:
         sock.setsockopt(zmq.SNDHWM, HWM)
         sock.setsockopt(zmq.RCVHWM, HWM)
         slot.monitor = sock.get_monitor_socket(_HANDSHAKE_OK | _DISCONNECTED)
-        sock.connect(slot.endpoint)
-        slot.sock = sock
+        slot.sock = sock  # before connect(), which may raise: close() must find it
         self._watch(sock, lambda: self._from_worker(slot))
         self._watch(slot.monitor, lambda: self._on_monitor(slot))
+        sock.connect(slot.endpoint)
 
     def _drop_socket(self, slot: _Slot) -> None:
         sock, monitor, slot.sock, slot.monitor = slot.sock, slot.monitor, None, None
@@ -399,13 +414,18 @@ class Workers:
             else:
                 kind, value = from_client(peer, envelope, frames[-1].buffer, now)
             if kind is FORWARD:
-                caller = callers.get(identity)
+                # An id libzmq made (first byte 0) is never reused on this socket: its caller frame is
+                # kept. An id a client chose may come back on another connection: read it afresh.
+                caller = callers.get(identity) if identity[:1] == b"\0" else None
                 if caller is None:
                     caller = self._caller_of(identity, frames[-1])
                 try:
                     _send(slots[value.index].sock, [frames[0], caller, *frames[1:]])  # type: ignore[arg-type]
                 except zmq.Again:
                     self._lost_message(f"worker {value.index} takes no more (its queue is full)")
+                    busy = router.undeliverable(peer, envelope, frames[-1].buffer)
+                    if busy is not None:
+                        self._to_client(busy)
             elif kind is SEND:
                 self._to_client(value)
             elif kind is STATUS:
@@ -428,10 +448,11 @@ class Workers:
 
     def _caller_of(self, identity: bytes, frame: zmq.Frame) -> bytes:
         """The caller frame for the client on connection ``identity``, from the metadata of its ``frame``."""
-        if len(self._callers) >= _CALLERS:
-            self._callers.clear()  # connections come and go; any entry is rebuilt from the next frame
-        caller = self._callers[identity] = caller_frame(frame_property(frame, "Peer-Address"),
-                                                        frame_property(frame, "User-Id"))
+        caller = caller_frame(frame_property(frame, "Peer-Address"), frame_property(frame, "User-Id"))
+        if identity[:1] == b"\0":
+            if len(self._callers) >= _CALLERS:
+                self._callers.clear()  # connections come and go; any entry is rebuilt from the next frame
+            self._callers[identity] = caller
         return caller
 
     def _to_client(self, frames: List[Any]) -> None:
@@ -458,6 +479,8 @@ class Workers:
                 return
             if event == _HANDSHAKE_OK:
                 slot.load.ready = True
+                if slot.ready_at is None:
+                    slot.ready_at = time.monotonic()
                 if not self._ever_ready:
                     self._ever_ready = True
                     log.info("worker 0 serves; starting the other %d", self.count - 1)
@@ -506,7 +529,9 @@ class Workers:
             if not slot.cancelled and now >= cancel_at:
                 slot.cancelled = True
                 if self._stop_at < own - _TICK:
-                    self._signal(slot, signal.SIGTERM)
+                    # SIGINT, not a second SIGTERM: sent right after the first (stop(0)), two
+                    # SIGTERMs would merge into one; the worker treats either as "cancel now".
+                    self._signal(slot, signal.SIGINT)
             elif slot.cancelled and now >= cancel_at + _KILL_AFTER:
                 log.warning("worker %d (pid %d) did not exit %gs after cancelling its calls; killing it",
                             slot.load.index, slot.proc.pid, _KILL_AFTER)  # type: ignore[union-attr]
@@ -516,8 +541,9 @@ class Workers:
     def _spawn(self, slot: _Slot, now: float) -> None:
         command = [*self._command, "--bind", slot.endpoint, self.target]
         slot.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=_die_with_parent(os.getpid()))
         slot.started = now
+        slot.ready_at = None
         slot.cancelled = False
         log.info("worker %d started (pid %d)", slot.load.index, slot.proc.pid)
 
@@ -537,7 +563,10 @@ class Workers:
             return
         if not self._ever_ready:
             raise WorkersFailed(f"worker {slot.load.index} {how} before serving {self.target}")
-        slot.delay = min(max(slot.delay * 2, _BACKOFF[0]), _BACKOFF[1]) if now - slot.started < _QUICK_DEATH else 0.0
+        # A quick death: it never served, or died within _QUICK_DEATH of serving (a slow start
+        # that always fails must back off too, however long its start takes).
+        quick = slot.ready_at is None or now - slot.ready_at < _QUICK_DEATH
+        slot.delay = min(max(slot.delay * 2, _BACKOFF[0]), _BACKOFF[1]) if quick else 0.0
         slot.start_at = now + slot.delay
         slot.restarts += 1
         log.warning("worker %d (pid %d) %s; %d call(s) in flight on it are lost; restarting it%s",

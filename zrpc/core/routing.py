@@ -201,16 +201,23 @@ class ChannelRouter(Stopping):
             return (FORWARD, self._least_loaded())
         message_id, response_to, name = head
         if response_to is not None:
-            route = self._routes.get((peer, response_to))
+            key = (peer, response_to)
+            route = self._routes.get(key)
             if route is None:
                 return _DROP  # a channel that ended, expired, or whose worker died
             route.last = now
+            if name == protocol.CANCEL:  # the worker answers a cancel with nothing: the channel ends here
+                del self._routes[key]
+                route.worker.in_flight -= 1
             return (FORWARD, route.worker)
         key = (peer, message_id)
         route = self._routes.get(key)
         if route is not None:  # a duplicate id: its worker logs it, as a lone server would
             route.last = now
             return (FORWARD, route.worker)
+        if revoked is not None and name not in protocol.CONTROL_EVENTS and revoked():
+            return (SEND, self.answer(envelope, message_id, protocol.ERR, protocol.error_args(
+                "AuthenticationFailed", "this client's key is no longer admitted by the server", "")))
         if name == STATUS_METHOD:
             return (STATUS, message_id)
         if self.stopping:
@@ -218,9 +225,6 @@ class ChannelRouter(Stopping):
             return (SEND, self.answer(envelope, message_id, protocol.ERR, protocol.error_args(*STOPPING_REPLY, "")))
         if name in protocol.CONTROL_EVENTS:
             return _DROP  # a heartbeat or credit outside any channel: nothing to open
-        if revoked is not None and revoked():
-            return (SEND, self.answer(envelope, message_id, protocol.ERR, protocol.error_args(
-                "AuthenticationFailed", "this client's key is no longer admitted by the server", "")))
         worker = self._least_loaded()
         self._routes[key] = _Route(worker, now, envelope)
         if not worker.in_flight:
@@ -248,6 +252,20 @@ class ChannelRouter(Stopping):
             route = self._routes.get(key)
             if route is not None:
                 route.last = now
+
+    def undeliverable(self, peer: Hashable, envelope: List[Any], payload: Any) -> Optional[List[Any]]:
+        """The event from client ``peer`` that :meth:`from_client` forwarded could not be queued (the
+        worker's queue is full): if it opened a call, forget it and return the ``ERR ServerBusy`` for
+        the caller; else None (a lost heartbeat or credit: the heartbeats tell)."""
+        head = self._reader.read(payload)
+        if head is None or head[1] is not None:
+            return None
+        route = self._routes.pop((peer, head[0]), None)
+        if route is None:
+            return None
+        route.worker.in_flight -= 1
+        return self.answer(envelope, head[0], protocol.ERR, protocol.error_args(
+            "ServerBusy", f"worker {route.worker.index} takes no more calls now (its queue is full)", ""))
 
     def answer(self, envelope: List[Any], message_id: Any, name: str, args: Any) -> List[Any]:
         """The frames of the router's own reply ``name`` to request ``message_id``."""

@@ -255,7 +255,8 @@ class Client(_Caller, ClientBase, Node):
 
     def _settled(self, result: Any, info: ClientCallInfo) -> Any:
         if info.async_ and isinstance(result, Future):
-            result.rawlink(lambda done: info._settle(done.exception, done.value))
+            # rawlink callbacks run in the hub, where a done callback could not do any I/O
+            result.rawlink(lambda done: gevent.spawn(info._settle, done.exception, done.value))
         else:
             info._settle(None, result)
         return result
