@@ -10,7 +10,10 @@ does not):
   as in zerorpc: ``async_`` returns a gevent ``AsyncResult``. Any other
   keyword argument goes to the remote method (zrpc servers take them).
 * ``stream``, ``rep``, ``Publisher``, ``Subscriber``, ``Pusher``, ``Puller``
-  and the exceptions.
+  and the exceptions (also as ``zrpc.compat.exceptions``).
+* A Client's attribute is a remote method unless zerorpc's Client has it
+  (``close``, ``connect``, ``bind``) or zrpc's own code needs it (``closed``,
+  ``max_message_size``, ``CLOSE_LINGER``).
 * ``Context`` with ``register_middleware`` and zerorpc's hook names, run
   by interceptors (zrpc's own hook API, see "Interceptors, deadlines and
   metrics") at the same points of a call as zerorpc runs them. The context
@@ -24,25 +27,39 @@ replies), and the middleware comes from ``Context.get_instance()``.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
+import sys
 import traceback as traceback_module
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+import types
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
+import gevent
 import gevent.event
 import zmq
 
 from . import gevent as _driver
+from .core import protocol
+from .core.calling import RemoteMethod, remote_method_name
 from .core.errors import LostRemote, RemoteError, TimeoutExpired
+from .core.intercept import MAX_HEADERS_SIZE, validate_headers
 from .core.methods import stream
 from .core.protocol import printable
 
 __all__ = [
     "Server", "Client", "Publisher", "Subscriber", "Pusher", "Puller",
     "stream", "rep", "Context", "Event", "fork_task_context",
-    "RemoteError", "TimeoutExpired", "LostRemote",
+    "RemoteError", "TimeoutExpired", "LostRemote", "exceptions",
 ]
 
 log = logging.getLogger("zrpc.compat")
+
+#: zerorpc's ``zerorpc.exceptions`` module: ``zerorpc.exceptions.RemoteError`` and
+#: ``from zrpc.compat.exceptions import RemoteError`` work as with zerorpc.
+exceptions = types.ModuleType(__name__ + ".exceptions", "zerorpc's exceptions: RemoteError, TimeoutExpired, LostRemote.")
+exceptions.RemoteError, exceptions.TimeoutExpired, exceptions.LostRemote = RemoteError, TimeoutExpired, LostRemote
+exceptions.__all__ = ["LostRemote", "TimeoutExpired", "RemoteError"]
+sys.modules[exceptions.__name__] = exceptions
 
 #: zerorpc 0.6.3's hook names, in the order its Context declares them.
 HOOKS = (
@@ -190,10 +207,13 @@ class _ServerHooks(_Interceptor):
         header = dict(call.header)
         for functor in hooks.get("load_task_context", ()):
             functor(header)
-        request = Event(call.method, tuple(call.args), header)
+        # A list, as zerorpc's hooks get (msgpack's arrays): a hook may change it in place, or
+        # replace it, and the method runs with what it holds then.
+        request = Event(call.method, list(call.args), header)
         try:
             for functor in hooks.get("server_before_exec", ()):
                 functor(request)
+            call.args = tuple(request.args)
             result = proceed()
         except Exception as exc:
             _inspect(hooks, request, exc)
@@ -251,30 +271,98 @@ class Server(_Resolving, _driver.Server):
 
 
 # -- client side ---------------------------------------------------------------------
+class _Outgoing:
+    """What zerorpc's client hooks made of the request this greenlet is sending: the message id
+    drawn for it (until the request takes it) and the header keys to send (any msgpack value)."""
+
+    __slots__ = ("ids", "message_id", "header")
+
+    def __init__(self, ids: "_MessageIds", message_id: Optional[bytes], header: Optional[Dict[str, Any]]) -> None:
+        self.ids = ids
+        self.message_id = message_id
+        self.header = header
+
+
+_OUTGOING: contextvars.ContextVar = contextvars.ContextVar("zrpc_compat_outgoing", default=None)
+
+
+class _MessageIds:
+    """A compat client's message ids: ``client_before_request`` sees, in ``event.header``, the id
+    its request then goes out with (zerorpc makes the event first), so one id is drawn early."""
+
+    def __init__(self, ids: Iterator[bytes]) -> None:
+        self._ids = ids
+
+    def __iter__(self) -> "_MessageIds":
+        return self
+
+    def __next__(self) -> bytes:
+        outgoing = _OUTGOING.get()
+        if outgoing is not None and outgoing.ids is self and outgoing.message_id is not None:
+            message_id, outgoing.message_id = outgoing.message_id, None
+            return message_id
+        return next(self._ids)
+
+    def draw(self) -> bytes:
+        return next(self._ids)
+
+
+#: The header keys of the protocol: a request's own, never taken from the hooks' header.
+_PROTOCOL_KEYS = ("message_id", "v", "response_to")
+
+
+def _outgoing_header(header: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The keys of a request event's header to send: any msgpack value, as in zerorpc (zrpc's own
+    ``headers`` take scalars only); the protocol's keys are the request's own, ``zrpc_*`` are refused."""
+    user = {key: value for key, value in header.items() if key not in _PROTOCOL_KEYS}
+    if not user:
+        return None
+    validate_headers(dict.fromkeys(user))  # the key rules
+    try:
+        size = len(protocol.encode(user, "", None))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"the task context or request header cannot be sent (msgpack: {exc}): "
+                        f"{printable(user, 200)}") from None
+    if size > MAX_HEADERS_SIZE:
+        raise ValueError(f"the task context and request header take {size} bytes, over the limit of "
+                         f"{MAX_HEADERS_SIZE}")
+    return user
+
+
 class _ClientHooks(_Interceptor):
     """Runs zerorpc's client hooks around a call, as a zrpc client interceptor."""
 
     _names = ("get_task_context", "client_before_request", "client_after_request", "client_handle_remote_error")
 
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._ids: Optional[_MessageIds] = None  # the client's, set once it has a session
+
     def __call__(self, call: Any, proceed: Callable[[], Any]) -> Any:
         hooks = self._hooks()
-        if hooks is None:
+        if hooks is None or self._ids is None:
             return proceed()
+        message_id = self._ids.draw()
         header = _task_context(hooks)
+        header.update(protocol.new_header(message_id))
         request = Event(call.method, tuple(call.args), header)
         for functor in hooks.get("client_before_request", ()):
             functor(request)
-        for key, value in request.header.items():
-            call.headers.setdefault(key, value)
+        token = _OUTGOING.set(_Outgoing(self._ids, message_id, _outgoing_header(request.header)))
         try:
             result = proceed()
         except Exception as exc:
             raise self._failed(hooks, request, exc) from None
+        finally:
+            _OUTGOING.reset(token)
         if call.async_:
             return self._future(hooks, request, result)
+        return self._settled(hooks, request, result)
+
+    def _settled(self, hooks: Mapping[str, List[Callable[..., Any]]], request: Event, result: Any) -> Any:
         if isinstance(result, _driver.Stream):
             return self._stream(hooks, request, result)
-        self._after(hooks, request, Event("OK", (result,)), None)
+        self._after(hooks, request, _reply(request, "OK", (result,)), None)
         return result
 
     def _failed(self, hooks: Mapping[str, List[Callable[..., Any]]], request: Event,
@@ -282,7 +370,7 @@ class _ClientHooks(_Interceptor):
         """zerorpc's order: handle_remote_error may swap a RemoteError, then after_request sees the outcome."""
         reply = None
         if isinstance(exc, RemoteError):
-            reply = _error_event(exc, {})
+            reply = _error_event(exc, _reply_header(request))
             for functor in hooks.get("client_handle_remote_error", ()):
                 replacement = functor(reply)
                 if replacement:
@@ -297,20 +385,21 @@ class _ClientHooks(_Interceptor):
             functor(request, reply, exc)
 
     def _future(self, hooks: Mapping[str, List[Callable[..., Any]]], request: Event, future: Any) -> Any:
+        """An AsyncResult that gets the call's outcome once the hooks ran on it, in a greenlet of its
+        own (as zerorpc does): a hook may block, and one that raises fails the AsyncResult."""
         outcome = gevent.event.AsyncResult()
 
-        def settle(done: Any) -> None:
-            if done.successful():
-                value = done.value
-                if isinstance(value, _driver.Stream):
-                    outcome.set(self._stream(hooks, request, value))
-                    return
-                self._after(hooks, request, Event("OK", (value,)), None)
-                outcome.set(value)
-            else:
-                outcome.set_exception(self._failed(hooks, request, done.exception))
+        def settle() -> None:
+            try:
+                try:
+                    value = future.get()
+                except Exception as exc:
+                    raise self._failed(hooks, request, exc) from None
+                outcome.set(self._settled(hooks, request, value))
+            except Exception as exc:
+                outcome.set_exception(exc)
 
-        future.rawlink(settle)
+        gevent.spawn(settle)
         return outcome
 
     def _stream(self, hooks: Mapping[str, List[Callable[..., Any]]], request: Event, items: Any) -> Iterator[Any]:
@@ -321,7 +410,47 @@ class _ClientHooks(_Interceptor):
             raise self._failed(hooks, request, exc) from None
         finally:
             items.close()
-        self._after(hooks, request, Event("STREAM_DONE", None), None)
+        self._after(hooks, request, _reply(request, "STREAM_DONE", None), None)
+
+
+def _reply_header(request: Event) -> Dict[str, Any]:
+    """A reply event's header as the client hooks see it: the reply's own message id is not kept."""
+    return {"v": protocol.VERSION, "response_to": request.header.get("message_id")}
+
+
+def _reply(request: Event, name: str, args: Any) -> Event:
+    return Event(name, args, _reply_header(request))
+
+
+def _untimed_stream(state: Any) -> Any:
+    """A stream of a compat client: as in zerorpc, the call's timeout bounds the wait for its first
+    item only; later items may take any time, and the heartbeats still detect a dead server."""
+    state.call.timeout = None
+    return _driver.Stream(state)
+
+
+class _RemoteMethod(RemoteMethod):
+    """``client.name``: calling it is zerorpc's call (``timeout=``, ``async_=`` ... are options)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._caller._compat_call(self._name, args, kwargs)
+
+    def call_async(self, *args: Any, **kwargs: Any) -> Any:
+        """zrpc's ``call_async``: the keyword arguments all go to the remote method."""
+        return _driver.Client.call_async(self._caller, self._name, *args, **kwargs)
+
+
+class _Remote:
+    """A zrpc.Client attribute that zerorpc code may use as a remote method's name (zerorpc's
+    Client has only close/connect/bind/disconnect/debug): on a compat Client it is one."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, client: Any, owner: Optional[type] = None) -> Any:
+        return self if client is None else _RemoteMethod(client, self._name)
 
 
 #: zerorpc's call options, taken out of a call's keyword arguments.
@@ -336,32 +465,56 @@ class Client(_Resolving, _driver.Client):
     gevent AsyncResult is returned) and ``slots=`` (ignored: zrpc's
     ``stream_window`` bounds a stream's buffer). Other keyword arguments go
     to the remote method. zrpc.Client's keyword options may follow.
+    The timeout bounds a stream's wait for its first item only, as in zerorpc.
+    zrpc.Client's public attributes that zerorpc lacks (``timeout``,
+    ``call``, ``batch``, ``with_options`` ...) are remote methods here, as in
+    zerorpc; ``zrpc.Client.with_options(client, ...)`` gives zrpc's calling API on this client.
     """
+
+    _stream_handle = staticmethod(_untimed_stream)
+
+    batch, call, call_async, endpoints = _Remote(), _Remote(), _Remote(), _Remote()
+    heartbeat, stream_window, timeout, with_options = _Remote(), _Remote(), _Remote(), _Remote()
 
     def __init__(self, connect_to: Any = None, context: Any = None, timeout: Optional[float] = 30,
                  heartbeat: Optional[float] = 5, passive_heartbeat: bool = False, **options: Any) -> None:
         self._middleware = _middleware_of(context)
-        interceptors = [_ClientHooks(self._middleware), *options.pop("interceptors", ())]
+        hooks = _ClientHooks(self._middleware)
+        interceptors = [hooks, *options.pop("interceptors", ())]
         super().__init__(None, timeout=timeout, heartbeat=heartbeat, passive_heartbeat=passive_heartbeat,
                          context=_zmq_context(context), interceptors=interceptors, **options)
+        self._message_ids = hooks._ids = self._session._ids = _MessageIds(self._session._ids)
         if connect_to:
             for endpoint in [connect_to] if isinstance(connect_to, str) else connect_to:
                 self.connect(endpoint)
 
-    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+    def _compat_call(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """zerorpc's call: ``timeout``/``async_``/``async``/``slots`` are options, the rest goes to the method."""
+        native = _driver.Client
         if not any(option in kwargs for option in _CALL_OPTIONS):
-            return super().call(method, *args, **kwargs)
+            return native.call(self, method, *args, **kwargs)
         timeout = kwargs.pop("timeout", self._timeout)
         asynchronous = bool(kwargs.pop("async_", False)) | bool(kwargs.pop("async", False))
         kwargs.pop("slots", None)
-        view = self.with_options(timeout=timeout)
+        view = native.with_options(self, timeout=timeout)
         if asynchronous:
             return view.call_async(method, *args, **kwargs)
         return view.call(method, *args, **kwargs)
 
     def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self.call(method, *args, **kwargs)
+        return self._compat_call(method, args, kwargs)
+
+    def __getattr__(self, method: str) -> _RemoteMethod:
+        return _RemoteMethod(self, remote_method_name(method))
+
+    def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
+               headers: Optional[Dict[str, Any]] = None, async_: bool = False) -> Any:
+        outgoing = _OUTGOING.get()
+        if outgoing is not None and outgoing.ids is self._message_ids and outgoing.header:
+            # zerorpc's task context may hold any msgpack value: it joins the request here, past
+            # zrpc's header validation (scalars only); the client's own headers win a clash.
+            headers = {**outgoing.header, **headers} if headers else outgoing.header
+        return super()._start(method, args, kwargs, timeout, headers, async_=async_)
 
 
 # -- events --------------------------------------------------------------------------
@@ -376,7 +529,7 @@ class _Sending:
         self.emit(method, *args, **kwargs)  # type: ignore[attr-defined]
 
 
-class Publisher(_Sending, _driver.Publisher):
+class Publisher(_Resolving, _Sending, _driver.Publisher):
     """zerorpc's ``Publisher(context=None)``."""
 
     def __init__(self, context: Any = None, **options: Any) -> None:
@@ -384,7 +537,7 @@ class Publisher(_Sending, _driver.Publisher):
         self._init_sending(context)
 
 
-class Pusher(_Sending, _driver.Pusher):
+class Pusher(_Resolving, _Sending, _driver.Pusher):
     """zerorpc's ``Pusher(context=None)``; an event that no puller takes within ``timeout`` (30 s) raises TimeoutExpired."""
 
     def __init__(self, context: Any = None, **options: Any) -> None:
@@ -393,9 +546,14 @@ class Pusher(_Sending, _driver.Pusher):
 
 
 class _Receiving:
-    """zerorpc's receivers run the server hooks around each event (with no reply event)."""
+    """zerorpc's receivers: ``receiver(method, *args)`` runs a method here, and the server hooks
+    run around each event received (with no reply event)."""
 
     _middleware: Any
+
+    def __call__(self, method: str, *args: Any) -> Any:
+        """zerorpc's direct call: run ``method`` at once, with no hooks; NameError if there is none."""
+        return self._dispatcher.methods.lookup(method)(*args)  # type: ignore[attr-defined]
 
     def _handle(self, delivery: Any) -> None:  # type: ignore[override]
         hooks = _hooks_of(self._middleware)
@@ -405,11 +563,11 @@ class _Receiving:
             header = dict(delivery.header)
             for functor in hooks.get("load_task_context", ()):
                 functor(header)
-            event = Event(delivery.name, tuple(args), header)
+            event = Event(delivery.name, list(args), header)
             try:
                 for functor in hooks.get("server_before_exec", ()):
                     functor(event)
-                func(*args, **kwargs)
+                func(*event.args, **kwargs)
                 for functor in hooks.get("server_after_exec", ()):
                     functor(event, None)
             except Exception as exc:
@@ -419,7 +577,7 @@ class _Receiving:
         super()._handle(delivery._replace(func=run))  # type: ignore[misc]
 
 
-class Subscriber(_Receiving, _driver.Subscriber):
+class Subscriber(_Resolving, _Receiving, _driver.Subscriber):
     """zerorpc's ``Subscriber(methods=None, context=None)``."""
 
     def __init__(self, methods: Any = None, context: Any = None, **options: Any) -> None:
@@ -427,7 +585,7 @@ class Subscriber(_Receiving, _driver.Subscriber):
         super().__init__(methods, context=_zmq_context(context), **options)
 
 
-class Puller(_Receiving, _driver.Puller):
+class Puller(_Resolving, _Receiving, _driver.Puller):
     """zerorpc's ``Puller(methods=None, context=None)``."""
 
     def __init__(self, methods: Any = None, context: Any = None, **options: Any) -> None:

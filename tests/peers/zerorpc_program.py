@@ -1,6 +1,6 @@
 """Typical zerorpc 0.6.3 code, run unchanged on zerorpc or on ``zrpc.compat``.
 
-    ZERORPC_IMPL=zerorpc|compat python tests/peers/zerorpc_program.py ROLE ENDPOINT
+    ZERORPC_IMPL=zerorpc|compat [ZERORPC_HEARTBEAT=5] python tests/peers/zerorpc_program.py ROLE ENDPOINT
 
 ROLE is ``server`` (prints READY, serves until killed), ``client`` (runs a
 fixed sequence and prints one JSON line per step), ``puller`` (binds, prints
@@ -30,11 +30,17 @@ class ServerMiddleware(object):
     def __init__(self):
         self.journal = []
 
+    def resolve_endpoint(self, endpoint):
+        return endpoint.replace("tcp://svc:", "tcp://127.0.0.1:")
+
     def load_task_context(self, header):
+        self.last_header = header
         self.journal.append(["load_task_context", header.get("task_id"), header.get("who")])
 
     def server_before_exec(self, request_event):
         self.journal.append(["server_before_exec", request_event.name, list(request_event.args)])
+        if request_event.name == "echo":  # in place: the method gets the changed arguments
+            request_event.args[0] = request_event.args[0].strip().lower()
 
     def server_after_exec(self, request_event, reply_event):
         self.journal.append(["server_after_exec", request_event.name, reply_event and reply_event.name])
@@ -66,6 +72,28 @@ class ClientMiddleware(object):
         return None
 
 
+class RichMiddleware(object):
+    """A second client's: task context values that are not scalars, the request and reply headers,
+    and an after-request hook that blocks (gevent I/O) or raises."""
+
+    def __init__(self):
+        self.journal = []
+
+    def get_task_context(self):
+        return {"trace": {"id": 7, "parent": None}, "tags": ["a", "b"]}
+
+    def client_before_request(self, event):
+        self.journal.append(["before", event.name, len(event.header["message_id"]), event.header["v"]])
+
+    def client_after_request(self, request_event, reply_event, exception):
+        gevent.sleep(0.01)  # e.g. shipping a span over the network
+        if reply_event is not None:
+            self.journal.append(["after", request_event.name, reply_event.header["v"],
+                                 reply_event.header["response_to"] == request_event.header["message_id"]])
+        if request_event.args and request_event.args[0] == "hook fails":
+            raise RuntimeError("the hook failed")
+
+
 class Service(object):
     def add(self, a, b):
         """Add two numbers."""
@@ -84,6 +112,34 @@ class Service(object):
     def slow(self, seconds):
         gevent.sleep(seconds)
         return seconds
+
+    def echo(self, value):
+        return value
+
+    @zerorpc.stream
+    def pause_stream(self, seconds):
+        yield "first"
+        gevent.sleep(seconds)  # items that come when something happens
+        yield "second"
+
+    def last_context(self):
+        return [middleware.last_header.get("trace"), middleware.last_header.get("tags")]
+
+    # Named like zrpc.Client's attributes: zerorpc's Client has none of them.
+    def timeout(self):
+        return "timeout"
+
+    def call(self, value):
+        return ["call", value]
+
+    def batch(self):
+        return "batch"
+
+    def with_options(self):
+        return "with_options"
+
+    def heartbeat(self):
+        return "heartbeat"
 
     def journal(self):
         entries = list(middleware.journal)
@@ -111,7 +167,7 @@ else:
 zerorpc.Context.get_instance().register_middleware(middleware)
 
 if role == "server":
-    server = zerorpc.Server(Service())
+    server = zerorpc.Server(Service(), heartbeat=float(os.environ.get("ZERORPC_HEARTBEAT", 5)))
     server.bind(endpoint)
     print("READY", flush=True)
     server.run()
@@ -137,20 +193,42 @@ elif role == "client":
     except zerorpc.TimeoutExpired:
         say("timeout", "TimeoutExpired")
     say("after timeout", middleware.journal[-1])
+    say("normalised by server_before_exec", client.echo("  HeLLo "))
+    say("zrpc.Client names", client.timeout(), client.call(1), client.batch(), client.with_options(),
+        client.heartbeat())
+    say("exceptions module", zerorpc.exceptions.RemoteError is zerorpc.RemoteError)
+    quick = zerorpc.Client(timeout=0.5)
+    quick.connect(endpoint)
+    say("stream items further apart than the timeout", list(quick.pause_stream(1.0)))
+    quick.close()
+    rich_context = zerorpc.Context()
+    rich = zerorpc.Client(context=rich_context, timeout=10)
+    rich_middleware = RichMiddleware()
+    rich_context.register_middleware(rich_middleware)
+    rich.connect(endpoint)
+    say("task context values", rich.last_context())
+    say("async, blocking hook", rich.echo("x", **{"async": True}).get(timeout=10))
+    try:
+        rich.echo("hook fails", **{"async": True}).get(timeout=10)
+    except RuntimeError as e:
+        say("async, raising hook", str(e))
+    say("rich journal", rich_middleware.journal)
+    rich.close()
     client.close()
 elif role == "puller":
     import gevent.event
     worker = Worker()
     puller = zerorpc.Puller(worker)
-    puller.bind(endpoint)
+    puller.bind(endpoint.replace("tcp://127.0.0.1:", "tcp://svc:"), resolve=True)  # resolve_endpoint
     gevent.spawn(puller.run)
     print("READY", flush=True)
     worker.done.wait(30)
     say("journal", middleware.journal)
+    say("direct call", puller("resize", "d.png", 40))
     puller.close()
 elif role == "pusher":
     pusher = zerorpc.Pusher()
-    pusher.connect(endpoint)
+    pusher.connect(endpoint, resolve=False)
     pusher.resize("a.png", 10)
     pusher("resize", "b.png", 20)
     pusher.resize("c.png", 30)
