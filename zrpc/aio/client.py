@@ -243,7 +243,7 @@ class Client(_Caller, ClientBase, Node):
         if timeout is not None:
             call.timer = loop.call_later(timeout, self._expire, call)
         if not self._send_request(call, frames, start):
-            loop.create_task(self._send_request_slowly(call, frames, future))
+            self._background(self._send_request_slowly(call, frames, future))
         return future
 
     async def _call_intercepted(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
@@ -308,7 +308,7 @@ class Client(_Caller, ClientBase, Node):
 
     # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
     def _refresh(self, name: ResolvedName) -> None:
-        self._loop.create_task(self._refresh_in_thread(name))
+        self._background(self._refresh_in_thread(name))
 
     async def _refresh_in_thread(self, name: ResolvedName) -> None:
         # A resolver blocks (socket.getaddrinfo does): in the executor, so the loop runs on.

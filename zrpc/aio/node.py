@@ -36,11 +36,20 @@ class Node(NodeBase):
     def _init_node(self, session: Session, context: Optional[zmq.Context],
                    socket_options: Optional[Mapping[int, Any]]) -> None:
         self._loop = running_loop(self._kind)
+        self._tasks: "set[asyncio.Task]" = set()  # see _background
         super()._init_node(session, context, socket_options)
 
     def _make_transport(self, track_connections: bool) -> Transport:
         return Transport(self._socket_type, self._on_frames, self._context, self._loop,
                          self.max_message_size, self._setup_socket, track_connections=track_connections)
+
+    def _background(self, coro: Any) -> asyncio.Task:
+        """Run ``coro`` as a task this node keeps a reference to until it is done (the loop keeps
+        only weak ones: an unreferenced task may be collected mid-flight)."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _spawn_heartbeats(self) -> asyncio.Task:
         return self._loop.create_task(self._heartbeat_loop())

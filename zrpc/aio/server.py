@@ -183,7 +183,7 @@ class Server(ServerBase, Node):
             waiter.set_result(None)
 
     def _send_reject_later(self, frames: List[Any]) -> None:
-        self._loop.create_task(self._send_reject_slowly(frames))
+        self._background(self._send_reject_slowly(frames))
 
     async def _send_reject_slowly(self, frames: List[Any]) -> None:
         error = None
