@@ -441,3 +441,38 @@ def test_aio_client_follows_dns_records_resolved_in_the_background(peer):
             assert {await client.whoami() for _ in range(10)} == {second.pid}
 
     asyncio.run(main())
+
+
+def test_an_aio_client_never_blocks_its_loop_resolving_a_name(peer):
+    # A slow DNS answer (here: a resolver that takes 1 s) must not stall the asyncio loop, not even
+    # in the constructor: the name is resolved in the executor, and calls wait for a server.
+    port = int(free_tcp_endpoint().rsplit(":", 1)[1])
+    replica = peer("zrpc_replica.py", "bind", f"tcp://127.0.0.1:{port}", str(HB))
+    records = Records("127.0.0.1")
+
+    def slow_resolver(*args: Any) -> Any:
+        time.sleep(1.0)
+        return records(*args)
+
+    async def main() -> None:
+        ticks = []
+
+        async def ticker() -> None:  # the loop's heartbeat: how long it ever went without running
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                ticks.append(now - last)
+                last = now
+
+        beat = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        async with zrpc.aio.Client(f"tcp://service.test:{port}", heartbeat=HB, timeout=10,
+                                   resolver=slow_resolver) as client:
+            assert time.monotonic() - started < 0.5
+            assert await client.whoami() == replica.pid  # once the answer came
+        beat.cancel()
+        assert max(ticks) < 0.5, max(ticks)
+
+    asyncio.run(main())

@@ -832,8 +832,12 @@ class ClientBase(NodeBase):
         else:
             name = ResolvedName(endpoint, named[0], named[1], self._dns_refresh, monotonic())
             self._session.names.append(name)
-            self._resolved(name, self._lookup(name))
-            if not name.backends:  # not resolvable yet: let zmq keep trying the name meanwhile
+            if self._resolve_at_connect:
+                self._resolved(name, self._lookup(name))
+            else:  # a lookup may block: resolved in the background at once, like every refresh
+                name.started(monotonic())
+                self._refresh(name)
+            if not name.backends:  # not resolved (yet): let zmq keep trying the name meanwhile
                 name.backends[name.host] = self._add_server(endpoint)
         self._session.endpoints.append(endpoint)
         return endpoint
@@ -850,6 +854,10 @@ class ClientBase(NodeBase):
         return bound
 
     # -- DNS names ----------------------------------------------------------------
+    #: True: ``connect()`` resolves a name before it returns (the gevent client: construction may
+    #: block briefly, as socket.getaddrinfo does). False: in the background (asyncio: never block the loop).
+    _resolve_at_connect = True
+
     def _lookup(self, name: ResolvedName) -> List[str]:
         """The addresses ``name`` resolves to now ([] if it does not). Touches no state: runs in a thread."""
         resolver = self._resolver

@@ -307,6 +307,8 @@ class Client(_Caller, ClientBase, Node):
             self._abandon(call)
 
     # -- the waiting behind zrpc.nodes.ClientBase ----------------------------------
+    _resolve_at_connect = False  # a blocking getaddrinfo must not stall the loop
+
     def _refresh(self, name: ResolvedName) -> None:
         self._background(self._refresh_in_thread(name))
 
