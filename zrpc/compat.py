@@ -27,7 +27,6 @@ replies), and the middleware comes from ``Context.get_instance()``.
 """
 from __future__ import annotations
 
-import contextvars
 import logging
 import sys
 import traceback as traceback_module
@@ -271,42 +270,6 @@ class Server(_Resolving, _driver.Server):
 
 
 # -- client side ---------------------------------------------------------------------
-class _Outgoing:
-    """What zerorpc's client hooks made of the request this greenlet is sending: the message id
-    drawn for it (until the request takes it) and the header keys to send (any msgpack value)."""
-
-    __slots__ = ("ids", "message_id", "header")
-
-    def __init__(self, ids: "_MessageIds", message_id: Optional[bytes], header: Optional[Dict[str, Any]]) -> None:
-        self.ids = ids
-        self.message_id = message_id
-        self.header = header
-
-
-_OUTGOING: contextvars.ContextVar = contextvars.ContextVar("zrpc_compat_outgoing", default=None)
-
-
-class _MessageIds:
-    """A compat client's message ids: ``client_before_request`` sees, in ``event.header``, the id
-    its request then goes out with (zerorpc makes the event first), so one id is drawn early."""
-
-    def __init__(self, ids: Iterator[bytes]) -> None:
-        self._ids = ids
-
-    def __iter__(self) -> "_MessageIds":
-        return self
-
-    def __next__(self) -> bytes:
-        outgoing = _OUTGOING.get()
-        if outgoing is not None and outgoing.ids is self and outgoing.message_id is not None:
-            message_id, outgoing.message_id = outgoing.message_id, None
-            return message_id
-        return next(self._ids)
-
-    def draw(self) -> bytes:
-        return next(self._ids)
-
-
 #: The header keys of the protocol: a request's own, never taken from the hooks' header.
 _PROTOCOL_KEYS = ("message_id", "v", "response_to")
 
@@ -336,25 +299,26 @@ class _ClientHooks(_Interceptor):
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        self._ids: Optional[_MessageIds] = None  # the client's, set once it has a session
+        self._session: Any = None  # the client's ClientSession, set once it has one
 
     def __call__(self, call: Any, proceed: Callable[[], Any]) -> Any:
         hooks = self._hooks()
-        if hooks is None or self._ids is None:
+        if hooks is None or self._session is None:
             return proceed()
-        message_id = self._ids.draw()
+        # zerorpc makes the request event first: client_before_request sees, in event.header, the
+        # id the request then goes out with, and the header keys it adds are sent (any msgpack value).
+        message_id = self._session.next_message_id()
         header = _task_context(hooks)
         header.update(protocol.new_header(message_id))
         request = Event(call.method, tuple(call.args), header)
         for functor in hooks.get("client_before_request", ()):
             functor(request)
-        token = _OUTGOING.set(_Outgoing(self._ids, message_id, _outgoing_header(request.header)))
+        call._message_id = message_id
+        call._wire_headers = _outgoing_header(request.header)
         try:
             result = proceed()
         except Exception as exc:
             raise self._failed(hooks, request, exc) from None
-        finally:
-            _OUTGOING.reset(token)
         if call.async_:
             return self._future(hooks, request, result)
         return self._settled(hooks, request, result)
@@ -483,7 +447,7 @@ class Client(_Resolving, _driver.Client):
         interceptors = [hooks, *options.pop("interceptors", ())]
         super().__init__(None, timeout=timeout, heartbeat=heartbeat, passive_heartbeat=passive_heartbeat,
                          context=_zmq_context(context), interceptors=interceptors, **options)
-        self._message_ids = hooks._ids = self._session._ids = _MessageIds(self._session._ids)
+        hooks._session = self._session
         if connect_to:
             for endpoint in [connect_to] if isinstance(connect_to, str) else connect_to:
                 self.connect(endpoint)
@@ -506,15 +470,6 @@ class Client(_Resolving, _driver.Client):
 
     def __getattr__(self, method: str) -> _RemoteMethod:
         return _RemoteMethod(self, remote_method_name(method))
-
-    def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
-               headers: Optional[Dict[str, Any]] = None, async_: bool = False) -> Any:
-        outgoing = _OUTGOING.get()
-        if outgoing is not None and outgoing.ids is self._message_ids and outgoing.header:
-            # zerorpc's task context may hold any msgpack value: it joins the request here, past
-            # zrpc's header validation (scalars only); the client's own headers win a clash.
-            headers = {**outgoing.header, **headers} if headers else outgoing.header
-        return super()._start(method, args, kwargs, timeout, headers, async_=async_)
 
 
 # -- events --------------------------------------------------------------------------

@@ -589,8 +589,12 @@ class ClientBase(NodeBase):
     # -- interceptors ----------------------------------------------------------------
     def _run_chain(self, info: ClientCallInfo) -> Any:
         def send() -> Any:
-            future = self._start(info.method, info.args, info.kwargs, info.timeout, validate_headers(info.headers),
-                                 async_=info.async_)
+            headers = validate_headers(info.headers)
+            if info._wire_headers:
+                headers = {**info._wire_headers, **headers} if headers else info._wire_headers
+            message_id, info._message_id = info._message_id, None  # one request only: a retry draws anew
+            future = self._start(info.method, info.args, info.kwargs, info.timeout, headers,
+                                 async_=info.async_, message_id=message_id)
             return future if info.async_ else self._wait(future)
 
         try:
@@ -607,7 +611,10 @@ class ClientBase(NodeBase):
         raise NotImplementedError
 
     def _start(self, method: str, args: Any, kwargs: Dict[str, Any], timeout: Optional[float],
-               headers: Optional[Dict[str, Any]] = None) -> Any:
+               headers: Optional[Dict[str, Any]] = None, async_: bool = False,
+               message_id: Optional[bytes] = None) -> Any:
+        """Make the call: build its request (with ``message_id`` if given) and send it or queue it;
+        return the driver's future at once (``async_``) or once a server took it."""
         raise NotImplementedError
 
     def _wait(self, future: Any) -> Any:

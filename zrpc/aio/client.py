@@ -228,14 +228,15 @@ class Client(_Caller, ClientBase, Node):
 
     # -- starting a call --------------------------------------------------------
     def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any], timeout: Optional[float],
-               headers: Optional[Dict[str, Any]] = None, async_: bool = False) -> asyncio.Future:
+               headers: Optional[Dict[str, Any]] = None, async_: bool = False,
+               message_id: Optional[bytes] = None) -> asyncio.Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self._closed:
             raise ClosedError("the client is closed")
         loop = self._loop
         start = time.monotonic()
-        call, payload = self._session.request(method, args, kwargs, timeout, start, headers)
+        call, payload = self._session.request(method, args, kwargs, timeout, start, headers, message_id)
         timeout = call.timeout  # at most what remains of the deadline of the call being served
         call.future = future = loop.create_future()
         future.add_done_callback(partial(self._on_done, call))

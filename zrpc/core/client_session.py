@@ -126,7 +126,8 @@ class ClientSession(Session):
 
     # -- starting a call -------------------------------------------------------
     def request(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any], timeout: Optional[float],
-                now: float, headers: Optional[Dict[str, Any]] = None) -> Tuple[ClientCall, bytes]:
+                now: float, headers: Optional[Dict[str, Any]] = None,
+                message_id: Optional[bytes] = None) -> Tuple[ClientCall, bytes]:
         """A new call and its encoded request (not in flight until :meth:`sent`).
 
         ``headers`` (already validated) go into the request header, with the
@@ -135,7 +136,8 @@ class ClientSession(Session):
         ``inherit_deadline``); ``call.timeout`` is the one that applies.
         Raises TypeError if msgpack cannot encode the arguments.
         """
-        message_id = next(self._ids)
+        if message_id is None:
+            message_id = next(self._ids)
         if kwargs:
             name, wire_args, kwnames = protocol.KWCALL, [method, args, kwargs], tuple(kwargs)
         else:
@@ -178,6 +180,10 @@ class ClientSession(Session):
         if call.payload is not None:
             call.payload = payload  # what a retry would send
         return payload
+
+    def next_message_id(self) -> bytes:
+        """A new message id, for a request made later with ``request(..., message_id=)``."""
+        return next(self._ids)
 
     def send_order(self) -> List[Backend]:
         """The servers to offer a new request to, in order (fewest calls in flight first)."""

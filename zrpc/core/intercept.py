@@ -272,7 +272,7 @@ class ClientCallInfo(_Outcome):
     "cancelled", "closed"), ``error``, ``result``, ``duration``.
     """
 
-    __slots__ = ("method", "args", "kwargs", "headers", "timeout", "async_")
+    __slots__ = ("method", "args", "kwargs", "headers", "timeout", "async_", "_message_id", "_wire_headers")
 
     def __init__(self, method: str, args: tuple, kwargs: Dict[str, Any], headers: Optional[Mapping[str, Any]],
                  timeout: Optional[float], async_: bool) -> None:
@@ -283,6 +283,10 @@ class ClientCallInfo(_Outcome):
         self.headers: Dict[str, Any] = dict(headers or ())
         self.timeout = timeout
         self.async_ = async_
+        #: For zrpc.compat's hooks: the message id the request must carry, and header keys that
+        #: were checked by their maker (any msgpack value, as zerorpc's task context), or None.
+        self._message_id: Optional[bytes] = None
+        self._wire_headers: Optional[Dict[str, Any]] = None
 
     def _settle(self, error: Optional[BaseException], result: Any = None) -> None:
         """Finish with the outcome ``error`` stands for (None: "ok")."""

@@ -187,7 +187,8 @@ class Client(_Caller, ClientBase, Node):
 
     # -- starting a call ------------------------------------------------------
     def _start(self, method: str, args: Sequence[Any], kwargs: Dict[str, Any],
-               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None, async_: bool = False) -> Future:
+               timeout: Optional[float], headers: Optional[Dict[str, Any]] = None, async_: bool = False,
+               message_id: Optional[bytes] = None) -> Future:
         if isinstance(method, bytes):
             method = method.decode()
         if self.closed:
@@ -197,7 +198,7 @@ class Client(_Caller, ClientBase, Node):
                 "this zrpc.Client belongs to another thread: gevent objects cannot be shared "
                 "between threads; make one Client per thread (or call from the thread that made it)")
         start = time.monotonic()
-        call, payload = self._session.request(method, args, kwargs, timeout, start, headers)
+        call, payload = self._session.request(method, args, kwargs, timeout, start, headers, message_id)
         timeout = call.timeout  # at most what remains of the deadline of the call being served
         call.future = future = AsyncResult()
         frames = [b"", payload]
