@@ -9,6 +9,7 @@ import gevent
 import pytest
 # gevent's subprocess: waiting for a peer's output must not freeze in-process servers.
 from gevent import subprocess
+import subprocess as std_subprocess
 
 import zrpc
 
@@ -149,6 +150,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float
             return True
         gevent.sleep(step)
     return predicate()
+
+
+def run_python(code: str, timeout: float = 60) -> "std_subprocess.CompletedProcess[str]":
+    """Run ``code`` in a fresh interpreter (this Python, the repo on PYTHONPATH); its output as text."""
+    return std_subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
 
 
 def refused_within(call: Callable[[], Any], error: type, timeout: float = 10.0) -> BaseException:

@@ -9,7 +9,6 @@ import asyncio
 import gc
 import json
 import os
-import subprocess as std_subprocess
 import sys
 import time
 
@@ -18,7 +17,7 @@ import pytest
 import zrpc
 import zrpc.aio
 
-from conftest import PEERS, ROOT, free_tcp_endpoint, spawn_peer, stop_peer
+from conftest import PEERS, free_tcp_endpoint, run_python, spawn_peer, stop_peer
 
 
 def run(coro, timeout: float = 60):
@@ -299,8 +298,7 @@ async def main():
     print('ok')
 asyncio.run(main())
 """
-    out = std_subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 

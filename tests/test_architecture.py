@@ -15,7 +15,7 @@ import zmq
 import zrpc
 from zrpc.core import protocol
 
-from conftest import PEERS, ROOT, free_tcp_endpoint, spawn_peer, stop_peer, wait_until
+from conftest import PEERS, ROOT, free_tcp_endpoint, run_python, spawn_peer, stop_peer, wait_until
 
 
 def test_core_imports_in_a_virtualenv_without_gevent_or_pyzmq(tmp_path):
@@ -119,8 +119,7 @@ def test_library_warnings_do_not_reach_stderr_without_logging_configured(tmp_pat
         "    pass\n"
         "c.close(); s.close(); print('done')\n"
     )
-    out = std_subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    out = run_python(code)
     assert out.returncode == 0 and out.stdout.strip() == "done"
     assert out.stderr == ""  # the server logged "unknown method" at WARNING: the NullHandler kept it
 

@@ -124,14 +124,11 @@ def test_a_malformed_kwcall_is_invalid_even_behind_a_name_filter():
 
 
 def test_the_events_core_imports_neither_gevent_nor_zmq():
-    import subprocess
-    import sys
-
-    from conftest import ROOT
+    from conftest import run_python
 
     code = ("import sys, zrpc.core.events\n"
             "assert 'gevent' not in sys.modules and 'zmq' not in sys.modules, sorted(sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    out = run_python(code)
     assert out.returncode == 0, out.stderr
 
 

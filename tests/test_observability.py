@@ -18,7 +18,7 @@ import zrpc
 from zrpc.accesslog import AccessLog
 from zrpc.metrics import ServerMetrics, serve_metrics
 
-from conftest import ROOT, free_tcp_endpoint, wait_until
+from conftest import free_tcp_endpoint, run_python, wait_until
 from test_cli import cli_env, start_serve, zrpc_argv
 from test_interceptors import Service
 
@@ -136,8 +136,7 @@ def test_the_core_and_drivers_never_import_prometheus_or_opentelemetry():
         "bad = sorted(m for m in sys.modules if m.startswith(('prometheus_client', 'opentelemetry')))\n"
         "print(bad)\n"
     )
-    out = std_subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                             cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
