@@ -930,14 +930,19 @@ class ClientBase(NodeBase):
                       order: Optional[List[Backend]] = None) -> bool:
         """Hand a request to the first server, in the session's order, that is up and can take it now."""
         session = self._session
-        if not call.attempts and call.deadline is not None and now - call.sent_at > _LATE:
-            frames[-1] = session.with_remaining(call, frames[-1], now)  # it waited: say what is left
         for backend in session.send_order() if order is None else order:
             transport = backend.transport
             if self._can_take(transport) and transport.try_send(frames):
                 session.sent(call, backend, now)
                 return True
         return False
+
+    def _send_waited(self, call: ClientCall, frames: List[Any]) -> bool:
+        """:meth:`_send_request` for a request that waited for a server: it tells what is left of its timeout."""
+        now = monotonic()
+        if call.deadline is not None and now - call.sent_at > _LATE:
+            frames[-1] = self._session.with_remaining(call, frames[-1], now)
+        return self._send_request(call, frames, now)
 
     @staticmethod
     def _can_take(transport: Any) -> bool:

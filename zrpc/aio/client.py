@@ -298,7 +298,7 @@ class Client(_Caller, ClientBase, Node):
             if self._closed or future.done():
                 return
             try:
-                if self._send_request(call, frames, time.monotonic()):
+                if self._send_waited(call, frames):
                     return
             except ClosedError:
                 return

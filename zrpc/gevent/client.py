@@ -248,7 +248,7 @@ class Client(_Caller, ClientBase, Node):
                 gevent.wait(ready or [Event()], timeout=remaining, count=1)
             if self.closed:
                 raise ClosedError("the client was closed")
-            if self._send_request(call, frames, time.monotonic()):
+            if self._send_waited(call, frames):
                 return
 
     def _wait(self, future: Future) -> Any:
