@@ -59,7 +59,7 @@ _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _TICK = 0.1
 #: Messages read from one socket per wake-up before the others get a turn.
 _BATCH = 256
-#: A worker that dies within this many seconds of starting is restarted after a growing delay...
+#: A worker that dies before serving, or within this many seconds of it, is restarted after a growing delay...
 _QUICK_DEATH = 1.0
 #: ...from this one, doubling, up to the last.
 _BACKOFF = (0.1, 5.0)
@@ -171,7 +171,6 @@ class _Slot:
         self.endpoint = ""
         self.generation = 0
         self.restarts = 0
-        self.started = 0.0
         self.delay = 0.0
         self.start_at: Optional[float] = 0.0  # when to start the next process; None: never
         self.cancelled = False  # told to cancel its calls (a second signal)
@@ -505,7 +504,7 @@ class Workers:
         for slot in self._slots:
             if slot.proc is None and slot.start_at is not None and now >= slot.start_at and (
                     self._ever_ready or slot.load.index == 0):
-                self._spawn(slot, now)
+                self._spawn(slot)
         router.sweep(now)
         for load, frames in router.probes(now):  # a ping to each silent worker: does it answer?
             sock = self._slots[load.index].sock
@@ -538,11 +537,10 @@ class Workers:
                 self._signal(slot, signal.SIGKILL)
         return False
 
-    def _spawn(self, slot: _Slot, now: float) -> None:
+    def _spawn(self, slot: _Slot) -> None:
         command = [*self._command, "--bind", slot.endpoint, self.target]
         slot.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=_die_with_parent(os.getpid()))
-        slot.started = now
         slot.ready_at = None
         slot.cancelled = False
         log.info("worker %d started (pid %d)", slot.load.index, slot.proc.pid)
