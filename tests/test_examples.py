@@ -97,3 +97,9 @@ def test_interceptors_example():
         'zrpc_server_calls_total{method="count",outcome="ok"} 2.0',
         'zrpc_server_calls_total{method="count",outcome="error"} 1.0',
     ]
+
+
+def test_workers_example():
+    # two processes behind one endpoint; the worker sees the client's address; a clean stop
+    assert run_example("workers.py") == ["2 worker processes served the calls",
+                                         "a worker sees the caller at 127.0.0.1", "served: 21 calls", "stopped"]
